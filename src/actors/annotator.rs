@@ -1,0 +1,102 @@
+//! `AnnotatorActor`: draws each frame's detections (class-coloured boxes, `label confidence` text)
+//! and re-encodes the frames as JPEG. Receives `Annotate` from the consumer's batch tasks; the
+//! drawing runs on tokio's blocking pool, at most `annotator.workers` batches at once. An
+//! undecodable frame or a panic is a permanent error for that batch.
+
+use super::inference::Detections;
+use super::{Life, PanicGuard, Retire, StageError};
+use crate::config::AnnotatorConfig;
+use crate::media::annotate::Annotator;
+use crate::wire::FrameBatch;
+use actix::prelude::*;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Semaphore;
+
+pub type Annotated = Arc<Vec<Vec<u8>>>;
+
+pub struct AnnotatorActor {
+    cfg: AnnotatorConfig,
+    annotator: Option<Arc<Annotator>>,
+    permits: Arc<Semaphore>,
+    life: Life,
+    _guard: PanicGuard,
+}
+
+impl AnnotatorActor {
+    pub fn new(cfg: AnnotatorConfig, life: Life, guard: PanicGuard) -> Self {
+        let permits = Arc::new(Semaphore::new(cfg.workers));
+        Self { cfg, annotator: None, permits, life, _guard: guard }
+    }
+}
+
+impl Actor for AnnotatorActor {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(64);
+        let delay = self.life.starting();
+        ctx.run_later(delay, |a, ctx| match Annotator::new() {
+            Ok(an) => {
+                a.annotator = Some(Arc::new(an));
+                a.life.running();
+            }
+            Err(e) => {
+                a.life.failed(&format!("annotator: cannot load the font: {e}"));
+                ctx.stop();
+            }
+        });
+        ctx.run_interval(std::time::Duration::from_secs(1), |a, _| a.life.heartbeat());
+    }
+}
+
+impl Supervised for AnnotatorActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.life.restarting();
+    }
+}
+
+/// Draw a batch's detections onto its frames.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Annotated, StageError>")]
+pub struct Annotate {
+    pub batch: Arc<FrameBatch>,
+    pub detections: Detections,
+}
+
+impl Handler<Annotate> for AnnotatorActor {
+    type Result = ResponseFuture<Result<Annotated, StageError>>;
+    fn handle(&mut self, msg: Annotate, _: &mut Context<Self>) -> Self::Result {
+        let (annotator, permits, quality) = (self.annotator.clone(), self.permits.clone(), self.cfg.jpeg_quality);
+        let metrics = self.life.shared.metrics.clone();
+        Box::pin(async move {
+            let annotator = annotator.ok_or_else(|| StageError::transient("annotate", "annotator not started yet"))?;
+            let _permit = permits.acquire_owned().await.map_err(|_| StageError::transient("annotate", "annotator pool closed"))?;
+            let t = Instant::now();
+            let out = super::blocking("annotate", move || {
+                let Annotate { batch, detections } = msg;
+                batch
+                    .frames
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| {
+                        let dets = detections.get(i).map(Vec::as_slice).unwrap_or(&[]);
+                        annotator.annotate_jpeg(&f.jpeg, dets, quality).map_err(|e| {
+                            StageError::permanent("annotate", format!("batch {} frame {}: {e}", batch.batch_id, f.seq))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+            metrics.stage_duration.with_label_values(&["annotate"]).observe(t.elapsed().as_secs_f64());
+            Ok(Arc::new(out))
+        })
+    }
+}
+
+impl Handler<Retire> for AnnotatorActor {
+    type Result = ();
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        self.life.retire();
+        ctx.stop();
+    }
+}

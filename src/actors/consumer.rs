@@ -1,0 +1,222 @@
+//! `ConsumerActor`: the process side's member of the consumer group. Takes messages from the bus
+//! (at most `kafka.max_in_flight` batches at once), decodes them, and runs each batch through
+//! inference → annotation → storage as a task; when a batch is durable it marks its offset done and
+//! commits the partition's contiguous watermark. Nothing is committed before it is stored, so a
+//! crash or restart redelivers what was in flight (same keys, same objects).
+//!
+//! A message that cannot be decoded, or a batch a stage rejects permanently, is logged with its
+//! partition/offset, counted, and committed past (the dead-letter topic comes with the processing
+//! issue). Failure: if the bus consumer cannot be created, the actor stops and is restarted with
+//! backoff; a restart drops in-flight tasks and a fresh bus consumer resumes from the committed offsets.
+
+use super::annotator::{Annotate, AnnotatorActor};
+use super::inference::{Infer, InferenceActor};
+use super::uploader::{Store, UploaderActor};
+use super::{Life, PanicGuard, Retire, Shared, Slot, StageError};
+use crate::bus::watermark::Watermarks;
+use crate::bus::{BusError, Consumer, Delivery};
+use crate::config::KafkaConfig;
+use crate::storage::results::{Model, Timings};
+use crate::wire;
+use actix::prelude::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The downstream stages a batch goes through.
+#[derive(Clone, Default)]
+pub struct Stages {
+    pub inference: Slot<InferenceActor>,
+    pub annotator: Slot<AnnotatorActor>,
+    pub uploader: Slot<UploaderActor>,
+}
+
+pub struct ConsumerActor {
+    kafka: KafkaConfig,
+    embedded: Option<crate::bus::embedded::EmbeddedBus>,
+    stages: Stages,
+    consumer: Option<Arc<Consumer>>,
+    marks: Watermarks,
+    fetching: bool,
+    draining: bool,
+    life: Life,
+    _guard: PanicGuard,
+}
+
+impl ConsumerActor {
+    pub fn new(kafka: KafkaConfig, embedded: Option<crate::bus::embedded::EmbeddedBus>, stages: Stages, life: Life, guard: PanicGuard) -> Self {
+        Self { kafka, embedded, stages, consumer: None, marks: Watermarks::default(), fetching: false, draining: false, life, _guard: guard }
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        if self.life.retired {
+            return;
+        }
+        let made = match &self.embedded {
+            Some(bus) => Ok(Consumer::Embedded(bus.consumer())),
+            None => crate::bus::kafka::KafkaConsumer::new(&self.kafka).map(Consumer::Kafka),
+        };
+        match made {
+            Ok(c) => {
+                self.consumer = Some(Arc::new(c));
+                self.marks = Watermarks::default();
+                self.life.running();
+                self.life.shared.status.set_process_ready(true);
+                self.fetch(ctx);
+            }
+            Err(e) => {
+                self.life.failed(&format!("consumer: {e}"));
+                ctx.stop();
+            }
+        }
+    }
+
+    fn fetch(&mut self, ctx: &mut Context<Self>) {
+        if self.fetching || self.draining || self.marks.in_flight() >= self.kafka.max_in_flight {
+            return;
+        }
+        let Some(consumer) = self.consumer.clone() else { return };
+        self.fetching = true;
+        ctx.spawn(async move { consumer.recv().await }.into_actor(self).map(|r, a, ctx| {
+            a.fetching = false;
+            match r {
+                Ok(d) => a.accept(d, ctx),
+                Err(BusError::Closed) => {
+                    a.life.failed("consumer: the bus closed this member");
+                    ctx.stop();
+                    return;
+                }
+                Err(e) => {
+                    a.life.shared.metrics.stage_errors.with_label_values(&["consume"]).inc();
+                    tracing::warn!("consume: {e}");
+                    ctx.run_later(Duration::from_millis(200), |a, ctx| a.fetch(ctx));
+                    return;
+                }
+            }
+            a.fetch(ctx);
+        }));
+    }
+
+    fn accept(&mut self, d: Delivery, ctx: &mut Context<Self>) {
+        let (partition, offset) = (d.partition, d.offset);
+        self.life.shared.metrics.batches_consumed.inc();
+        self.marks.begin(partition, offset);
+        self.life.shared.metrics.in_flight_batches.set(self.marks.in_flight() as i64);
+        let batch = match wire::decode(&d.payload, &d.headers) {
+            Ok(b) => Arc::new(b),
+            Err(e) => {
+                self.life.shared.metrics.messages_rejected.with_label_values(&["undecodable"]).inc();
+                tracing::error!(partition, offset, "message skipped: {e}");
+                self.done(partition, offset);
+                return;
+            }
+        };
+        let (stages, shared) = (self.stages.clone(), self.life.shared.clone());
+        ctx.spawn(process(batch.clone(), stages, shared).into_actor(self).map(move |r, a, ctx| {
+            match r {
+                Ok(key) => {
+                    let m = &a.life.shared.metrics;
+                    m.batches_stored.with_label_values(&[&batch.camera_id]).inc();
+                    let now = crate::media::source::now_us();
+                    let lat = m.capture_to_stored.with_label_values(&[&batch.camera_id]);
+                    for f in &batch.frames {
+                        lat.observe((now - f.capture_time_us).max(0) as f64 / 1e6);
+                    }
+                    tracing::debug!(partition, offset, key, "batch stored");
+                }
+                Err(e) => {
+                    a.life.shared.metrics.messages_rejected.with_label_values(&[e.stage]).inc();
+                    tracing::error!(partition, offset, camera = %batch.camera_id, batch_id = %batch.batch_id, "batch skipped: {e}");
+                }
+            }
+            a.done(partition, offset);
+            a.fetch(ctx);
+        }));
+    }
+
+    fn done(&mut self, partition: i32, offset: i64) {
+        if let Some(next) = self.marks.complete(partition, offset) {
+            if let Some(c) = &self.consumer {
+                match c.commit(partition, next) {
+                    Ok(()) => self.life.shared.metrics.committed_offset.with_label_values(&[&partition.to_string()]).set(next),
+                    // A later commit of this partition covers this one.
+                    Err(e) => tracing::warn!(partition, next, "commit failed: {e}"),
+                }
+            }
+        }
+        self.life.shared.metrics.in_flight_batches.set(self.marks.in_flight() as i64);
+    }
+}
+
+/// One batch through the stages. Transient failures are retried inside `call`; the result is the
+/// results key, or the permanent error that made the batch be skipped.
+async fn process(batch: Arc<wire::FrameBatch>, stages: Stages, shared: Shared) -> Result<String, StageError> {
+    let t = Instant::now();
+    let detections = super::call(&stages.inference, &shared, "inference", || Infer(batch.clone())).await?;
+    let inference_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let annotated = super::call(&stages.annotator, &shared, "annotate", || Annotate { batch: batch.clone(), detections: detections.clone() }).await?;
+    let timings = Timings { inference: inference_ms, annotate: t.elapsed().as_secs_f64() * 1e3, store: 0.0 };
+    let model = Model { protocol: "builtin".into(), name: "motion".into() };
+    super::call(&stages.uploader, &shared, "store", || Store {
+        batch: batch.clone(),
+        detections: detections.clone(),
+        annotated: annotated.clone(),
+        timings: timings.clone(),
+        model: model.clone(),
+    })
+    .await
+}
+
+impl Actor for ConsumerActor {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let delay = self.life.starting();
+        ctx.run_later(delay, |a, ctx| a.connect(ctx));
+        ctx.run_interval(Duration::from_secs(1), |a, _| a.life.heartbeat());
+    }
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        self.consumer = None;
+        self.fetching = false;
+        self.life.shared.status.set_process_ready(false);
+        Running::Stop
+    }
+}
+
+impl Supervised for ConsumerActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.life.restarting();
+    }
+}
+
+/// Stop taking new messages; answers with the number of batches still in flight.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Drain;
+
+impl Handler<Drain> for ConsumerActor {
+    type Result = usize;
+    fn handle(&mut self, _: Drain, _: &mut Context<Self>) -> usize {
+        self.draining = true;
+        self.marks.in_flight()
+    }
+}
+
+/// Batches in flight (for shutdown).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct InFlight;
+
+impl Handler<InFlight> for ConsumerActor {
+    type Result = usize;
+    fn handle(&mut self, _: InFlight, _: &mut Context<Self>) -> usize {
+        self.marks.in_flight()
+    }
+}
+
+impl Handler<Retire> for ConsumerActor {
+    type Result = ();
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        self.life.retire();
+        ctx.stop();
+    }
+}

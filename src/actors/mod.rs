@@ -1,0 +1,230 @@
+//! The supervised actors of the daemon and what they share.
+//!
+//! Tree (built by `supervisor::Root` from the config):
+//! - per camera, on the camera's own arbiter: `source::SourceActor` → `batcher::BatcherActor`;
+//! - `producer::ProducerActor` (ingest);
+//! - `consumer::ConsumerActor` → `inference::InferenceActor` → `annotator::AnnotatorActor` →
+//!   `uploader::UploaderActor` (process).
+//!
+//! Failure model. Every actor runs under actix's `Supervisor`: when it stops on an error it is
+//! restarted in place (same address, mailbox kept) after a `Backoff` delay, and the restart is
+//! counted. CPU-heavy and risky work runs off the async threads, inside `catch_unwind` or tokio's
+//! blocking pool, so a panic there becomes an error and a restart. A panic that still escapes an
+//! actor's handler kills only that actor (tokio catches it per task); the actor's `PanicGuard` tells
+//! the root, which rebuilds that unit (one camera, the producer, or the process side).
+
+pub mod annotator;
+pub mod batcher;
+pub mod consumer;
+pub mod inference;
+pub mod producer;
+pub mod source;
+pub mod supervisor;
+pub mod uploader;
+
+use crate::clock::{Backoff, SharedClock};
+use crate::media::source::SourceOpener;
+use crate::metrics::Metrics;
+use crate::status::{ActorState, StatusRegistry};
+use actix::prelude::*;
+use parking_lot::RwLock;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What every actor of one daemon shares. Lives as long as the daemon.
+#[derive(Clone)]
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub status: Arc<StatusRegistry>,
+    pub clock: SharedClock,
+    pub opener: Arc<dyn SourceOpener>,
+}
+
+/// A replaceable address: the root swaps the actor behind it (reload, or rebuild after a panic)
+/// and callers always reach the current one.
+pub struct Slot<A: Actor>(Arc<RwLock<Option<Addr<A>>>>);
+
+impl<A: Actor> Clone for Slot<A> {
+    fn clone(&self) -> Self {
+        Slot(self.0.clone())
+    }
+}
+
+impl<A: Actor> Default for Slot<A> {
+    fn default() -> Self {
+        Slot(Arc::new(RwLock::new(None)))
+    }
+}
+
+impl<A: Actor> Slot<A> {
+    pub fn get(&self) -> Option<Addr<A>> {
+        self.0.read().clone()
+    }
+    pub fn set(&self, addr: Option<Addr<A>>) -> Option<Addr<A>> {
+        std::mem::replace(&mut *self.0.write(), addr)
+    }
+}
+
+/// Which unit of the tree to rebuild.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Unit {
+    Camera(String),
+    Producer,
+    Process,
+}
+
+/// Sent by a `PanicGuard` when its actor is dropped while panicking.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct UnitPanicked {
+    pub unit: Unit,
+    pub actor: &'static str,
+}
+
+/// Held by every actor; tells the root when the actor dies by panic.
+pub struct PanicGuard {
+    unit: Unit,
+    actor: &'static str,
+    root: Recipient<UnitPanicked>,
+}
+
+impl PanicGuard {
+    pub fn new(unit: Unit, actor: &'static str, root: Recipient<UnitPanicked>) -> Self {
+        Self { unit, actor, root }
+    }
+}
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.root.do_send(UnitPanicked { unit: self.unit.clone(), actor: self.actor });
+        }
+    }
+}
+
+/// Sent by the root to an actor it removes: stop for good.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Retire;
+
+/// Restart bookkeeping every supervised actor carries: counts restarts in metrics and `/status`,
+/// and holds the delay the next start waits (exponential backoff, full jitter).
+pub struct Life {
+    pub actor: &'static str,
+    pub camera: Option<String>,
+    pub shared: Shared,
+    backoff: Backoff,
+    pending_delay: Duration,
+    pub retired: bool,
+}
+
+impl Life {
+    pub fn new(actor: &'static str, camera: Option<String>, shared: Shared, backoff: Backoff) -> Self {
+        shared.status.set_state(actor, camera.as_deref(), ActorState::Starting);
+        Self { actor, camera, shared, backoff, pending_delay: Duration::ZERO, retired: false }
+    }
+
+    /// Call from `Supervised::restarting`.
+    pub fn restarting(&mut self) {
+        let camera = self.camera.as_deref();
+        self.shared.metrics.actor_restarts.with_label_values(&[self.actor, camera.unwrap_or("")]).inc();
+        self.shared.status.record_restart(self.actor, camera);
+        self.pending_delay = self.backoff.failed(self.shared.clock.now(), &mut rand::rng());
+        if !self.retired {
+            self.shared.status.set_state(self.actor, camera, ActorState::Backoff);
+            tracing::info!(actor = self.actor, camera = camera.unwrap_or(""), delay_ms = self.pending_delay.as_millis() as u64, "restarting after failure");
+        }
+    }
+
+    /// Call from `Actor::started`: returns how long to wait before starting work.
+    pub fn starting(&mut self) -> Duration {
+        std::mem::take(&mut self.pending_delay)
+    }
+
+    /// The actor's work has (re)started.
+    pub fn running(&mut self) {
+        self.backoff.started(self.shared.clock.now());
+        self.shared.status.set_state(self.actor, self.camera.as_deref(), ActorState::Running);
+    }
+
+    /// The actor failed with `error` and is about to stop (and be restarted).
+    pub fn failed(&self, error: &str) {
+        let camera = self.camera.as_deref();
+        tracing::error!(actor = self.actor, camera = camera.unwrap_or(""), "{}", crate::redact::url(error));
+        self.shared.status.record_error(self.actor, camera, error);
+    }
+
+    pub fn heartbeat(&self) {
+        self.shared.status.heartbeat(self.actor, self.camera.as_deref());
+    }
+
+    pub fn retire(&mut self) {
+        self.retired = true;
+        self.shared.status.set_state(self.actor, self.camera.as_deref(), ActorState::Stopped);
+    }
+}
+
+/// A stage failure: transient ones are retried with backoff, permanent ones skip the batch.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{stage}: {message}")]
+pub struct StageError {
+    pub stage: &'static str,
+    pub message: String,
+    pub permanent: bool,
+}
+
+impl StageError {
+    pub fn transient(stage: &'static str, message: impl Into<String>) -> Self {
+        Self { stage, message: message.into(), permanent: false }
+    }
+    pub fn permanent(stage: &'static str, message: impl Into<String>) -> Self {
+        Self { stage, message: message.into(), permanent: true }
+    }
+}
+
+/// Runs `work` on tokio's blocking pool; a panic in it becomes a permanent `StageError` (the same
+/// input would panic again) instead of unwinding through the actor.
+pub async fn blocking<T: Send + 'static>(stage: &'static str, work: impl FnOnce() -> Result<T, StageError> + Send + 'static) -> Result<T, StageError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => Err(StageError::permanent(stage, format!("panicked: {}", panic_message(e.into_panic())))),
+        Err(e) => Err(StageError::transient(stage, format!("task cancelled: {e}"))),
+    }
+}
+
+pub fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".into()
+    }
+}
+
+/// Sends `make()` to the actor in `slot` until it answers Ok or a permanent error, retrying
+/// mailbox failures (the actor is restarting) and transient errors with capped backoff.
+pub async fn call<A, M, T>(slot: &Slot<A>, shared: &Shared, stage: &'static str, make: impl Fn() -> M) -> Result<T, StageError>
+where
+    A: Actor + Handler<M>,
+    A::Context: actix::dev::ToEnvelope<A, M>,
+    M: Message<Result = Result<T, StageError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5), Duration::from_secs(60));
+    loop {
+        let outcome = match slot.get() {
+            Some(addr) => match addr.send(make()).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if e.permanent => return Err(e),
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => format!("{stage}: actor unavailable ({e})"),
+            },
+            None => format!("{stage}: actor not running"),
+        };
+        shared.metrics.stage_errors.with_label_values(&[stage]).inc();
+        let delay = backoff.failed(shared.clock.now(), &mut rand::rng());
+        tracing::warn!(stage, retry_in_ms = delay.as_millis() as u64, "{outcome}");
+        tokio::time::sleep(delay.max(Duration::from_millis(10))).await;
+    }
+}

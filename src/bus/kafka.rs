@@ -1,0 +1,136 @@
+//! Kafka through rdkafka (bundled librdkafka). The producer is idempotent with `acks=all` and keys
+//! by camera; the consumer never auto-commits and commits only the watermark it is given. Any
+//! librdkafka property passes through from `[kafka.librdkafka]` (SASL/TLS among them).
+
+use super::{BusError, Delivery, OutMessage};
+use crate::config::KafkaConfig;
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::Duration;
+
+fn base_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", cfg.brokers.trim());
+    for (k, v) in &cfg.librdkafka {
+        c.set(k, v);
+    }
+    c
+}
+
+/// librdkafka errors name brokers, never credentials; scrub configured secrets anyway.
+fn err(cfg_secrets: &[String], e: impl std::fmt::Display) -> BusError {
+    let refs: Vec<&str> = cfg_secrets.iter().map(String::as_str).collect();
+    BusError::Kafka(crate::redact::secrets(&e.to_string(), &refs))
+}
+
+fn secrets_of(cfg: &KafkaConfig) -> Vec<String> {
+    cfg.librdkafka
+        .iter()
+        .filter(|(k, _)| k.contains("password") || k.contains("secret") || k.contains("key"))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+#[derive(Clone)]
+pub struct KafkaProducer {
+    inner: FutureProducer,
+    topic: String,
+    secrets: Vec<String>,
+}
+
+impl KafkaProducer {
+    pub fn new(cfg: &KafkaConfig) -> Result<Self, BusError> {
+        let secrets = secrets_of(cfg);
+        let mut c = ClientConfig::new();
+        c.set("enable.idempotence", "true").set("acks", "all").set("message.max.bytes", "8000000");
+        for (k, v) in base_config(cfg).config_map() {
+            c.set(k, v);
+        }
+        let inner: FutureProducer = c.create().map_err(|e| err(&secrets, e))?;
+        Ok(Self { inner, topic: cfg.topic.clone(), secrets })
+    }
+
+    /// Creates the topic with `kafka.partitions` partitions when it does not exist yet. Brokers that
+    /// forbid it (or librdkafka's mock cluster, which lacks the admin API) make this a warning.
+    pub async fn ensure_topic(cfg: &KafkaConfig) {
+        let admin: Result<AdminClient<_>, _> = base_config(cfg).create();
+        let Ok(admin) = admin else { return };
+        let topic = NewTopic::new(&cfg.topic, cfg.partitions, TopicReplication::Fixed(-1));
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5))).request_timeout(Some(Duration::from_secs(5)));
+        match tokio::time::timeout(Duration::from_secs(8), admin.create_topics([&topic], &opts)).await {
+            Ok(Ok(results)) => {
+                for r in results {
+                    match r {
+                        Ok(t) => tracing::info!(topic = %t, partitions = cfg.partitions, "created Kafka topic"),
+                        Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => tracing::debug!(topic = %t, "topic exists"),
+                        Err((t, code)) => tracing::warn!(topic = %t, "could not create the topic ({code}); create it yourself if the broker does not auto-create"),
+                    }
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(topic = %cfg.topic, "could not create the topic ({e})"),
+            Err(_) => tracing::warn!(topic = %cfg.topic, "creating the topic timed out"),
+        }
+    }
+
+    pub async fn send(&self, msg: &OutMessage) -> Result<(i32, i64), BusError> {
+        let mut headers = OwnedHeaders::new_with_capacity(msg.headers.len());
+        for (k, v) in &msg.headers {
+            headers = headers.insert(Header { key: k, value: Some(v) });
+        }
+        let record = FutureRecord::to(&self.topic).key(&msg.key).payload(&msg.payload).headers(headers);
+        match self.inner.send(record, Timeout::Never).await {
+            Ok(d) => Ok((d.partition, d.offset)),
+            Err((e, _)) => Err(err(&self.secrets, e)),
+        }
+    }
+}
+
+pub struct KafkaConsumer {
+    inner: StreamConsumer,
+    topic: String,
+    secrets: Vec<String>,
+}
+
+impl KafkaConsumer {
+    /// Joins `kafka.group_id` and subscribes to `kafka.topic`, starting from the committed offsets
+    /// (the earliest offset for a new group).
+    pub fn new(cfg: &KafkaConfig) -> Result<Self, BusError> {
+        let secrets = secrets_of(cfg);
+        let mut c = ClientConfig::new();
+        c.set("auto.offset.reset", "earliest").set("partition.assignment.strategy", "cooperative-sticky");
+        for (k, v) in base_config(cfg).config_map() {
+            c.set(k, v);
+        }
+        c.set("group.id", &cfg.group_id).set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
+        let inner: StreamConsumer = c.create().map_err(|e| err(&secrets, e))?;
+        inner.subscribe(&[&cfg.topic]).map_err(|e| err(&secrets, e))?;
+        Ok(Self { inner, topic: cfg.topic.clone(), secrets })
+    }
+
+    pub async fn recv(&self) -> Result<Delivery, BusError> {
+        let m = self.inner.recv().await.map_err(|e| err(&self.secrets, e))?;
+        let headers = m
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+            .unwrap_or_default();
+        Ok(Delivery {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: m.payload().unwrap_or_default().to_vec(),
+            headers,
+        })
+    }
+
+    pub fn commit(&self, partition: i32, next_offset: i64) -> Result<(), BusError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next_offset)).map_err(|e| err(&self.secrets, e))?;
+        self.inner.commit(&tpl, CommitMode::Async).map_err(|e| err(&self.secrets, e))
+    }
+}

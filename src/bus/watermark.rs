@@ -1,0 +1,69 @@
+//! Contiguous per-partition commit watermark. Batches of one partition finish out of order (several
+//! are in flight); the offset to commit is one past the longest run of finished offsets from the
+//! last commit. A slow batch holds the watermark back; a later fast one never skips it.
+
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Debug, Default)]
+pub struct Watermarks {
+    partitions: HashMap<i32, BTreeMap<i64, bool>>,
+}
+
+impl Watermarks {
+    /// Records that `offset` of `partition` is now in flight.
+    pub fn begin(&mut self, partition: i32, offset: i64) {
+        self.partitions.entry(partition).or_default().insert(offset, false);
+    }
+
+    /// Records that `offset` is durable. Returns the next offset to commit when the watermark moved.
+    pub fn complete(&mut self, partition: i32, offset: i64) -> Option<i64> {
+        let p = self.partitions.get_mut(&partition)?;
+        if let Some(done) = p.get_mut(&offset) {
+            *done = true;
+        }
+        let mut next = None;
+        while let Some((&o, &done)) = p.first_key_value() {
+            if !done {
+                break;
+            }
+            p.pop_first();
+            next = Some(o + 1);
+        }
+        next
+    }
+
+    /// Batches in flight over all partitions.
+    pub fn in_flight(&self) -> usize {
+        self.partitions.values().map(|p| p.values().filter(|d| !**d).count()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ensures a slow batch holds the watermark and a later fast one never skips it.
+    #[test]
+    fn slow_batch_holds_watermark() {
+        let mut w = Watermarks::default();
+        for o in 10..14 {
+            w.begin(0, o);
+        }
+        assert_eq!(w.complete(0, 11), None);
+        assert_eq!(w.complete(0, 12), None);
+        assert_eq!(w.complete(0, 10), Some(13));
+        assert_eq!(w.in_flight(), 1);
+        assert_eq!(w.complete(0, 13), Some(14));
+        assert_eq!(w.in_flight(), 0);
+    }
+
+    /// Ensures partitions are independent.
+    #[test]
+    fn partitions_are_independent() {
+        let mut w = Watermarks::default();
+        w.begin(0, 5);
+        w.begin(1, 7);
+        assert_eq!(w.complete(1, 7), Some(8));
+        assert_eq!(w.in_flight(), 1);
+    }
+}

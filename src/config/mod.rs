@@ -1,0 +1,337 @@
+//! Configuration: the schema (this file), loading and validation (`load`), and the difference
+//! between two generations (`diff`), which the supervisor uses on `SIGHUP` to restart only what changed.
+//!
+//! Every key and its default is documented in `etc/framewire.toml`; the names are a contract with
+//! operators and tests. Secrets come in through `${VAR}` interpolation and never leave the process
+//! unredacted.
+
+mod diff;
+mod load;
+
+pub use diff::ConfigDiff;
+pub use load::{ConfigError, Problem, load, load_str};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Which half of the pipeline this daemon runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Cameras → bus.
+    Ingest,
+    /// Bus → inference → storage.
+    Process,
+    /// Both halves in one process.
+    All,
+}
+
+impl Role {
+    pub fn ingest(self) -> bool {
+        matches!(self, Role::Ingest | Role::All)
+    }
+    pub fn process(self) -> bool {
+        matches!(self, Role::Process | Role::All)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub cameras: Vec<CameraConfig>,
+    pub batch: BatchConfig,
+    pub kafka: KafkaConfig,
+    pub inference: InferenceConfig,
+    pub annotator: AnnotatorConfig,
+    pub storage: StorageConfig,
+    pub supervisor: SupervisorConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: HttpConfig::default(),
+            cameras: vec![
+                CameraConfig::synthetic("cam-1", "synthetic://?size=640x480&fps=25&objects=3&seed=1"),
+                CameraConfig::synthetic("cam-2", "synthetic://?size=640x480&fps=25&objects=3&seed=2"),
+            ],
+            batch: BatchConfig::default(),
+            kafka: KafkaConfig::default(),
+            inference: InferenceConfig::default(),
+            annotator: AnnotatorConfig::default(),
+            storage: StorageConfig::default(),
+            supervisor: SupervisorConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Address of the health/metrics/status server. Loopback by default.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CameraConfig {
+    /// Unique, `[A-Za-z0-9._-]`, ≤ 64 characters; used in storage keys, metric labels and Kafka keys.
+    pub id: String,
+    /// `synthetic://?size=WxH&fps=N&objects=N&seed=N` (later `rtsp://`, `file://`).
+    pub url: String,
+    /// Frames per second kept after decoding (every decoded frame when ≥ the camera's rate).
+    #[serde(default = "defaults::sample_fps")]
+    pub sample_fps: f64,
+    /// Output frame size after resize.
+    #[serde(default = "defaults::width")]
+    pub width: u32,
+    #[serde(default = "defaults::height")]
+    pub height: u32,
+    #[serde(default = "defaults::jpeg_quality")]
+    pub jpeg_quality: u8,
+}
+
+impl CameraConfig {
+    pub fn synthetic(id: &str, url: &str) -> Self {
+        Self {
+            id: id.into(),
+            url: url.into(),
+            sample_fps: defaults::sample_fps(),
+            width: defaults::width(),
+            height: defaults::height(),
+            jpeg_quality: defaults::jpeg_quality(),
+        }
+    }
+}
+
+mod defaults {
+    pub fn sample_fps() -> f64 {
+        5.0
+    }
+    pub fn width() -> u32 {
+        640
+    }
+    pub fn height() -> u32 {
+        480
+    }
+    pub fn jpeg_quality() -> u8 {
+        80
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BatchConfig {
+    /// A batch closes when it holds this many frames …
+    pub frames: usize,
+    /// … or this long after its first frame, whichever comes first.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self { frames: 25, max_wait: Duration::from_secs(10) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KafkaConfig {
+    /// `"embedded"`: an in-process bounded queue (role `all` only); otherwise `host:port,…`.
+    pub brokers: String,
+    pub topic: String,
+    /// Partitions of the embedded bus, and of the topic when framewire creates it.
+    pub partitions: i32,
+    pub group_id: String,
+    /// Batches the process side works on at once.
+    pub max_in_flight: usize,
+    /// Capacity of each embedded partition, in batches (the producer waits when full).
+    pub embedded_capacity: usize,
+    /// Any librdkafka property, passed through as is (e.g. `"security.protocol" = "SASL_SSL"`).
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "embedded".into(),
+            topic: "framewire.frames".into(),
+            partitions: 3,
+            group_id: "framewire".into(),
+            max_in_flight: 4,
+            embedded_capacity: 64,
+            librdkafka: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub fn embedded(&self) -> bool {
+        self.brokers.trim() == "embedded"
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InferenceProtocol {
+    /// The in-process motion detector.
+    Builtin,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InferenceConfig {
+    pub protocol: InferenceProtocol,
+    /// Base URL of a remote inference service (remote protocols only).
+    pub url: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Batches the built-in detector works on at once (threads of the blocking pool).
+    pub workers: usize,
+    /// Built-in detector: per-pixel difference from the background that counts as motion (0–255).
+    pub motion_threshold: u8,
+    /// Built-in detector: smallest object, as a fraction of the frame area.
+    pub min_area_fraction: f32,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        Self {
+            protocol: InferenceProtocol::Builtin,
+            url: String::new(),
+            timeout: Duration::from_secs(10),
+            workers: 1,
+            motion_threshold: 30,
+            min_area_fraction: 0.001,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AnnotatorConfig {
+    /// Batches annotated at once (threads of the blocking pool).
+    pub workers: usize,
+    pub jpeg_quality: u8,
+}
+
+impl Default for AnnotatorConfig {
+    fn default() -> Self {
+        Self { workers: 2, jpeg_quality: 85 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// A local directory (`path`).
+    File,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageConfig {
+    pub kind: StorageKind,
+    /// Root directory for `kind = "file"`.
+    pub path: String,
+    /// Key prefix under the root (no leading or trailing `/`).
+    pub prefix: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { kind: StorageKind::File, path: "./framewire-out".into(), prefix: String::new() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SupervisorConfig {
+    /// First restart delay ceiling; doubles per failure (full jitter).
+    #[serde(with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    /// Largest restart delay.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Running this long without failing resets the backoff.
+    #[serde(with = "humantime_serde")]
+    pub healthy_after: Duration,
+    /// On SIGTERM, how long in-flight batches may take to become durable.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        Self {
+            backoff_initial: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(30),
+            healthy_after: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+impl SupervisorConfig {
+    pub fn backoff(&self) -> crate::clock::Backoff {
+        crate::clock::Backoff::new(self.backoff_initial, self.backoff_max, self.healthy_after)
+    }
+}
+
+/// A camera URL, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceUrl {
+    Synthetic(crate::media::synthetic::SceneConfig),
+}
+
+impl SourceUrl {
+    /// Parses a camera URL; the error names what is wrong (never the URL's credentials).
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let u = url::Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
+        match u.scheme() {
+            "synthetic" => {
+                let mut scene = crate::media::synthetic::SceneConfig::default();
+                for (k, v) in u.query_pairs() {
+                    let bad = |what: &str| format!("synthetic parameter {k}={v}: expected {what}");
+                    match k.as_ref() {
+                        "size" => {
+                            let (w, h) = v.split_once('x').ok_or_else(|| bad("WIDTHxHEIGHT"))?;
+                            scene.width = w.parse().map_err(|_| bad("WIDTHxHEIGHT"))?;
+                            scene.height = h.parse().map_err(|_| bad("WIDTHxHEIGHT"))?;
+                        }
+                        "fps" => scene.fps = v.parse().map_err(|_| bad("a whole number"))?,
+                        "objects" => scene.objects = v.parse().map_err(|_| bad("a whole number"))?,
+                        "seed" => scene.seed = v.parse().map_err(|_| bad("a whole number"))?,
+                        _ => return Err(format!("unknown synthetic parameter {k:?} (known: size, fps, objects, seed)")),
+                    }
+                }
+                crate::media::synthetic::SyntheticCamera::validate(&scene).map_err(|e| e.to_string())?;
+                Ok(SourceUrl::Synthetic(scene))
+            }
+            "rtsp" | "rtsps" | "file" => Err(format!("scheme {:?} is not supported by this build yet (synthetic:// only)", u.scheme())),
+            other => Err(format!("unknown scheme {other:?}: expected synthetic://")),
+        }
+    }
+
+    pub fn source_type(&self) -> &'static str {
+        match self {
+            SourceUrl::Synthetic(_) => "synthetic",
+        }
+    }
+
+    /// Frames per second the source delivers.
+    pub fn fps(&self) -> f64 {
+        match self {
+            SourceUrl::Synthetic(s) => s.fps as f64,
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Inference: what a detector returns, and the detectors framewire runs itself.
+//!
+//! `motion` is the built-in detector (protocol `builtin`): a real motion detector over the frames
+//! of one batch. Remote protocol clients (`optifye`, `oip-v2`) arrive with the processing issue.
+
+pub mod motion;
+
+use serde::{Deserialize, Serialize};
+
+/// One detected object in one frame, in the pixel coordinates of that frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    /// Class name, e.g. `"red"` for a red moving object.
+    pub label: String,
+    /// 0.0 ..= 1.0.
+    pub confidence: f32,
+    /// `[x1, y1, x2, y2]` in pixels, x2/y2 exclusive.
+    pub bbox: [f32; 4],
+}

@@ -1,0 +1,382 @@
+//! JPEG: decoded frames in, resized JPEG bytes out; and JPEG bytes back to RGB for later stages.
+//!
+//! It owns [`FrameEncoder`] (YUV→RGB, fast_image_resize convolution to the configured output
+//! size, jpeg-encoder at 4:2:0), which the frame sampler keeps per camera so its resizer and
+//! scratch buffers are reused between frames; [`decode_rgb`] (zune-jpeg) for the annotator and
+//! detectors; [`encode_rgb`] for re-encoding annotated frames; and [`scale_box`] to map ground
+//! truth from camera to output coordinates. Every failure is a [`JpegError`], never a panic:
+//! bad settings at construction, mismatched buffers or corrupt JPEG bytes at call time.
+
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use jpeg_encoder::{ColorType, Encoder, SamplingFactor};
+use zune_jpeg::JpegDecoder;
+use zune_jpeg::zune_core::colorspace::ColorSpace;
+use zune_jpeg::zune_core::options::DecoderOptions;
+
+use super::h264::YuvFrame;
+
+/// Largest width or height this module encodes or decodes.
+pub const MAX_DIMENSION: u32 = 8192;
+
+/// Why a frame could not be resized, encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum JpegError {
+    /// The encoder settings are out of range.
+    #[error("invalid JPEG output settings: {0}; fix the frame output width/height/quality")]
+    Config(String),
+    /// The pixels handed in do not match their stated size.
+    #[error(
+        "frame cannot be encoded: {0}; the caller passed a buffer that does not match its size"
+    )]
+    Input(String),
+    /// fast_image_resize or jpeg-encoder failed.
+    #[error("JPEG encoding failed: {0}; this is a bug, report it with the frame size")]
+    Encode(String),
+    /// The bytes are not a decodable JPEG.
+    #[error(
+        "not a decodable JPEG: {0}; the stored frame is corrupt or truncated, skip or re-fetch it"
+    )]
+    Decode(String),
+}
+
+/// Resizes and JPEG-encodes frames to one output size and quality; reuse it across frames.
+pub struct FrameEncoder {
+    out_width: u32,
+    out_height: u32,
+    quality: u8,
+    resizer: Resizer,
+    options: ResizeOptions,
+    /// Full-size RGB of the last YUV frame.
+    rgb: Vec<u8>,
+    /// Resized RGB at the output size.
+    resized: Image<'static>,
+}
+
+impl FrameEncoder {
+    /// Creates an encoder producing `out_width` x `out_height` JPEGs at `quality` (1 ..= 100).
+    /// Sizes must be even, at least 16 and at most [`MAX_DIMENSION`].
+    pub fn new(out_width: u32, out_height: u32, quality: u8) -> Result<Self, JpegError> {
+        for (name, v) in [("width", out_width), ("height", out_height)] {
+            if v < 16 || !v.is_multiple_of(2) || v > MAX_DIMENSION {
+                return Err(JpegError::Config(format!(
+                    "output {name} {v} must be even and within 16 ..= {MAX_DIMENSION}"
+                )));
+            }
+        }
+        check_quality(quality)?;
+        Ok(Self {
+            out_width,
+            out_height,
+            quality,
+            resizer: Resizer::new(),
+            options: ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
+            rgb: Vec::new(),
+            resized: Image::new(out_width, out_height, PixelType::U8x3),
+        })
+    }
+
+    /// The `(width, height)` of every JPEG this encoder produces.
+    pub fn out_size(&self) -> (u32, u32) {
+        (self.out_width, self.out_height)
+    }
+
+    /// Converts `frame` to RGB, resizes it to the output size (skipped when sizes match) and
+    /// encodes a 4:2:0 JPEG.
+    pub fn encode(&mut self, frame: &YuvFrame) -> Result<Vec<u8>, JpegError> {
+        if !frame.is_consistent() {
+            return Err(JpegError::Input(format!(
+                "YUV planes ({}, {}, {} bytes) do not match {}x{}",
+                frame.y.len(),
+                frame.u.len(),
+                frame.v.len(),
+                frame.width,
+                frame.height
+            )));
+        }
+        let mut rgb = std::mem::take(&mut self.rgb);
+        frame.write_rgb8(&mut rgb);
+        let result = self.encode_rgb(frame.width, frame.height, &rgb);
+        self.rgb = rgb;
+        result
+    }
+
+    /// Resizes RGB8 (row-major, stride `width * 3`) to the output size and encodes it.
+    pub fn encode_rgb(
+        &mut self,
+        width: u32,
+        height: u32,
+        rgb: &[u8],
+    ) -> Result<Vec<u8>, JpegError> {
+        check_rgb(width, height, rgb)?;
+        if (width, height) == (self.out_width, self.out_height) {
+            return jpeg(self.out_width, self.out_height, rgb, self.quality);
+        }
+        let src = ImageRef::new(width, height, rgb, PixelType::U8x3)
+            .map_err(|e| JpegError::Input(e.to_string()))?;
+        self.resizer
+            .resize(&src, &mut self.resized, &self.options)
+            .map_err(|e| JpegError::Encode(format!("resize {width}x{height}: {e}")))?;
+        jpeg(
+            self.out_width,
+            self.out_height,
+            self.resized.buffer(),
+            self.quality,
+        )
+    }
+}
+
+/// Decodes a JPEG to RGB8 with zune-jpeg; returns `(width, height, rgb)`.
+pub fn decode_rgb(jpeg: &[u8]) -> Result<(u32, u32, Vec<u8>), JpegError> {
+    let options = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_max_width(MAX_DIMENSION as usize)
+        .set_max_height(MAX_DIMENSION as usize);
+    let mut decoder = JpegDecoder::new_with_options(jpeg, options);
+    let rgb = decoder
+        .decode()
+        .map_err(|e| JpegError::Decode(e.to_string()))?;
+    let info = decoder
+        .info()
+        .ok_or_else(|| JpegError::Decode("no image header".into()))?;
+    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    if rgb.len() != w as usize * h as usize * 3 {
+        return Err(JpegError::Decode(format!(
+            "{} bytes decoded for a {w}x{h} RGB image",
+            rgb.len()
+        )));
+    }
+    Ok((w, h, rgb))
+}
+
+/// Encodes RGB8 (row-major, stride `width * 3`) to a 4:2:0 JPEG at `quality` (1 ..= 100).
+pub fn encode_rgb(width: u32, height: u32, rgb: &[u8], quality: u8) -> Result<Vec<u8>, JpegError> {
+    check_quality(quality)?;
+    check_rgb(width, height, rgb)?;
+    jpeg(width, height, rgb, quality)
+}
+
+/// Maps an `[x1, y1, x2, y2]` box from an image of size `from` to one of size `to`. A `from`
+/// with a zero dimension leaves that axis unscaled.
+pub fn scale_box(b: [f32; 4], from: (u32, u32), to: (u32, u32)) -> [f32; 4] {
+    let factor = |f: u32, t: u32| if f == 0 { 1.0 } else { t as f32 / f as f32 };
+    let (sx, sy) = (factor(from.0, to.0), factor(from.1, to.1));
+    [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]
+}
+
+fn check_quality(quality: u8) -> Result<(), JpegError> {
+    if (1..=100).contains(&quality) {
+        Ok(())
+    } else {
+        Err(JpegError::Config(format!(
+            "quality {quality} must be 1 ..= 100"
+        )))
+    }
+}
+
+fn check_rgb(width: u32, height: u32, rgb: &[u8]) -> Result<(), JpegError> {
+    if width == 0 || height == 0 || width > MAX_DIMENSION || height > MAX_DIMENSION {
+        return Err(JpegError::Input(format!(
+            "size {width}x{height} must be within 1x1 ..= {MAX_DIMENSION}x{MAX_DIMENSION}"
+        )));
+    }
+    let want = width as usize * height as usize * 3;
+    if rgb.len() != want {
+        return Err(JpegError::Input(format!(
+            "{} RGB bytes for {width}x{height}, expected {want}",
+            rgb.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Encodes validated RGB8; sizes are already known to fit in `u16`.
+fn jpeg(width: u32, height: u32, rgb: &[u8], quality: u8) -> Result<Vec<u8>, JpegError> {
+    let (Ok(w), Ok(h)) = (u16::try_from(width), u16::try_from(height)) else {
+        return Err(JpegError::Input(format!(
+            "size {width}x{height} too large for JPEG"
+        )));
+    };
+    let mut out = Vec::with_capacity(rgb.len() / 8);
+    let mut encoder = Encoder::new(&mut out, quality);
+    encoder.set_sampling_factor(SamplingFactor::R_4_2_0);
+    encoder
+        .encode(rgb, w, h, ColorType::Rgb)
+        .map_err(|e| JpegError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::synthetic::{SceneConfig, SyntheticCamera};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn scene_rgb(width: u32, height: u32, index: u64) -> Vec<u8> {
+        let cfg = SceneConfig {
+            width,
+            height,
+            fps: 25,
+            objects: 6,
+            seed: 21,
+        };
+        match SyntheticCamera::new(cfg) {
+            Ok(cam) => cam.render_rgb(index).0,
+            Err(e) => panic!("camera: {e}"),
+        }
+    }
+
+    fn encoder(w: u32, h: u32, q: u8) -> FrameEncoder {
+        FrameEncoder::new(w, h, q).unwrap_or_else(|e| panic!("encoder: {e}"))
+    }
+
+    fn psnr(a: &[u8], b: &[u8]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        let mse = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+            .sum::<f64>()
+            / a.len() as f64;
+        if mse == 0.0 {
+            f64::INFINITY
+        } else {
+            10.0 * (255.0 * 255.0 / mse).log10()
+        }
+    }
+
+    /// Reference resize with the same algorithm the encoder uses.
+    fn resized(w: u32, h: u32, rgb: &[u8], ow: u32, oh: u32) -> Vec<u8> {
+        let src = ImageRef::new(w, h, rgb, PixelType::U8x3).unwrap_or_else(|e| panic!("{e}"));
+        let mut dst = Image::new(ow, oh, PixelType::U8x3);
+        let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+        Resizer::new()
+            .resize(&src, &mut dst, &opts)
+            .unwrap_or_else(|e| panic!("{e}"));
+        dst.into_vec()
+    }
+
+    /// A resized synthetic frame decodes at the output size with PSNR above 30 dB at q80, and the
+    /// encoder keeps working across frames.
+    #[test]
+    fn resize_encode_decode_psnr() {
+        let mut enc = encoder(320, 240, 80);
+        assert_eq!(enc.out_size(), (320, 240));
+        for index in [0u64, 40] {
+            let src = scene_rgb(640, 480, index);
+            let jpg = enc
+                .encode_rgb(640, 480, &src)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(&jpg[..2], &[0xFF, 0xD8]);
+            let (w, h, rgb) = decode_rgb(&jpg).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!((w, h), (320, 240));
+            let p = psnr(&rgb, &resized(640, 480, &src, 320, 240));
+            assert!(p > 30.0, "frame {index}: PSNR {p:.1} dB");
+        }
+    }
+
+    /// The YUV path (no resize when sizes match) decodes at the frame size and stays close to the
+    /// frame's own RGB conversion.
+    #[test]
+    fn yuv_frame_same_size() {
+        let src = scene_rgb(320, 240, 3);
+        let yuv = YuvFrame::from_rgb8(320, 240, &src);
+        let mut enc = encoder(320, 240, 80);
+        let jpg = enc.encode(&yuv).unwrap_or_else(|e| panic!("{e}"));
+        let (w, h, rgb) = decode_rgb(&jpg).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((w, h), (320, 240));
+        let p = psnr(&rgb, &yuv.to_rgb8());
+        assert!(p > 30.0, "PSNR {p:.1} dB");
+        // Higher quality is bigger: quality is actually applied.
+        let hi = encode_rgb(320, 240, &src, 95).unwrap_or_else(|e| panic!("{e}"));
+        let lo = encode_rgb(320, 240, &src, 20).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            hi.len() > lo.len(),
+            "q95 {} bytes vs q20 {} bytes",
+            hi.len(),
+            lo.len()
+        );
+    }
+
+    /// Bad settings and mismatched buffers are errors, not panics.
+    #[test]
+    fn rejects_bad_settings_and_buffers() {
+        for (w, h, q) in [
+            (15, 16, 80),
+            (16, 17, 80),
+            (0, 0, 80),
+            (16, 16, 0),
+            (16, 16, 101),
+            (9000, 16, 80),
+        ] {
+            assert!(
+                matches!(FrameEncoder::new(w, h, q), Err(JpegError::Config(_))),
+                "{w}x{h} q{q}"
+            );
+        }
+        let mut enc = encoder(32, 32, 80);
+        assert!(matches!(
+            enc.encode_rgb(64, 64, &[0; 10]),
+            Err(JpegError::Input(_))
+        ));
+        assert!(matches!(
+            enc.encode_rgb(0, 64, &[]),
+            Err(JpegError::Input(_))
+        ));
+        let broken = YuvFrame {
+            width: 64,
+            height: 64,
+            y: vec![0; 10],
+            u: vec![],
+            v: vec![],
+        };
+        assert!(matches!(enc.encode(&broken), Err(JpegError::Input(_))));
+        assert!(matches!(
+            encode_rgb(4, 4, &[0; 48], 0),
+            Err(JpegError::Config(_))
+        ));
+        assert!(encode_rgb(4, 4, &[0; 48], 50).is_ok());
+    }
+
+    /// Random bytes, truncations and bit flips of a valid JPEG never panic, and pure garbage is
+    /// always an error.
+    #[test]
+    fn decode_garbage_never_panics() {
+        let valid = encode_rgb(64, 48, &scene_rgb(64, 64, 0)[..64 * 48 * 3], 80)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for _ in 0..500 {
+            let len = rng.random_range(0..4096);
+            let junk: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            assert!(decode_rgb(&junk).is_err());
+            let cut = rng.random_range(0..valid.len());
+            let _ = decode_rgb(&valid[..cut]);
+            let mut flipped = valid.clone();
+            for _ in 0..rng.random_range(1..8) {
+                let i = rng.random_range(0..flipped.len());
+                flipped[i] ^= 1 << rng.random_range(0..8);
+            }
+            let _ = decode_rgb(&flipped);
+        }
+        assert!(decode_rgb(&valid).is_ok());
+        assert!(decode_rgb(&[]).is_err());
+    }
+
+    /// Boxes scale by the per-axis size ratio; a zero source size leaves the box unscaled.
+    #[test]
+    fn scale_box_maps_coordinates() {
+        assert_eq!(
+            scale_box([64.0, 48.0, 128.0, 96.0], (640, 480), (320, 240)),
+            [32.0, 24.0, 64.0, 48.0]
+        );
+        assert_eq!(
+            scale_box([10.0, 10.0, 20.0, 20.0], (100, 50), (200, 200)),
+            [20.0, 40.0, 40.0, 80.0]
+        );
+        assert_eq!(
+            scale_box([1.0, 2.0, 3.0, 4.0], (0, 0), (10, 10)),
+            [1.0, 2.0, 3.0, 4.0]
+        );
+    }
+}

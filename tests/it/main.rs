@@ -1,0 +1,13 @@
+//! framewire's integration tests: one binary (link time), one module per promise area. Every test
+//! drives real parts: the daemon's actors, its HTTP server, librdkafka's mock cluster, the real
+//! binary under signals and a systemd notify socket.
+
+mod common;
+mod http;
+mod kafka;
+mod notify;
+mod panic;
+mod pipeline;
+mod reload;
+mod validate;
+mod wire;

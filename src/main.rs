@@ -64,11 +64,11 @@ fn main() -> ExitCode {
         Command::Validate { config, role } => match config::load(config.as_deref(), role) {
             Ok(cfg) => {
                 println!(
-                    "{}: valid ({} camera(s), bus {}, storage {:?} {})",
+                    "{}: valid ({} camera(s), bus {}, storage {} {})",
                     config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<defaults>".into()),
                     cfg.cameras.len(),
                     if cfg.kafka.embedded() { "embedded".to_string() } else { format!("kafka topic {}", cfg.kafka.topic) },
-                    cfg.storage.kind,
+                    format!("{:?}", cfg.storage.kind).to_lowercase(),
                     cfg.storage.path
                 );
                 ExitCode::SUCCESS

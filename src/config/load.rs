@@ -60,7 +60,7 @@ pub fn load(path: Option<&Path>, role: Role) -> Result<Config, ConfigError> {
 /// Loads a config from TOML text. `env` supplies both `${VAR}` values and `FRAMEWIRE__…` overrides.
 pub fn load_str(text: &str, source: &str, role: Role, env: &[(String, String)]) -> Result<Config, ConfigError> {
     let fail = |problems: Vec<Problem>| ConfigError { source: source.to_string(), problems };
-    let text = interpolate(text, env).map_err(fail)?;
+    let text = interpolate_values(text, env).map_err(fail)?;
 
     let overrides: config::Map<String, String> = env
         .iter()
@@ -143,40 +143,62 @@ fn tidy(msg: &str) -> String {
     }
 }
 
-/// Replaces `${VAR}` with the variable's value; `$${` stands for a literal `${`. An unset variable
-/// is a problem naming the variable and line (not its value: it is usually a secret).
-fn interpolate(text: &str, env: &[(String, String)]) -> Result<String, Vec<Problem>> {
-    let mut out = String::with_capacity(text.len());
+/// Parses the TOML and replaces `${VAR}` in every string value (never in comments or keys);
+/// returns the TOML text again for the layered loader. A syntax error, or an unset variable, is a
+/// problem naming where it is (the key; for an unset variable its name, never a value).
+fn interpolate_values(text: &str, env: &[(String, String)]) -> Result<String, Vec<Problem>> {
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| vec![Problem { key: String::new(), message: e.to_string().trim().to_string() }])?;
     let mut problems = Vec::new();
-    for (lineno, line) in text.split_inclusive('\n').enumerate() {
-        let mut rest = line;
-        while let Some(i) = rest.find("${") {
-            if i > 0 && rest.as_bytes()[i - 1] == b'$' {
-                out.push_str(&rest[..i - 1]);
-                out.push_str("${");
-                rest = &rest[i + 2..];
-                continue;
-            }
-            out.push_str(&rest[..i]);
-            let after = &rest[i + 2..];
-            let Some(end) = after.find('}') else {
-                problems.push(Problem { key: String::new(), message: format!("line {}: unterminated ${{", lineno + 1) });
-                rest = "";
-                break;
-            };
-            let name = &after[..end];
-            match env.iter().find(|(k, _)| k == name) {
-                Some((_, v)) => out.push_str(v),
-                None => problems.push(Problem {
-                    key: String::new(),
-                    message: format!("line {}: environment variable {name} is not set", lineno + 1),
-                }),
-            }
-            rest = &after[end + 1..];
-        }
-        out.push_str(rest);
+    for (k, v) in table.iter_mut() {
+        interpolate_value(k, v, env, &mut problems);
     }
-    if problems.is_empty() { Ok(out) } else { Err(problems) }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    toml::to_string(&table).map_err(|e| vec![Problem { key: String::new(), message: e.to_string() }])
+}
+
+fn interpolate_value(path: &str, v: &mut toml::Value, env: &[(String, String)], problems: &mut Vec<Problem>) {
+    match v {
+        toml::Value::String(s) => match interpolate(s, env) {
+            Ok(new) => *s = new,
+            Err(message) => problems.push(Problem { key: path.to_string(), message }),
+        },
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate_value(&format!("{path}[{i}]"), item, env, problems);
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, item) in t.iter_mut() {
+                interpolate_value(&format!("{path}.{k}"), item, env, problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Replaces `${VAR}` with the variable's value; `$${` stands for a literal `${`.
+fn interpolate(s: &str, env: &[(String, String)]) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        if i > 0 && rest.as_bytes()[i - 1] == b'$' {
+            out.push_str(&rest[..i - 1]);
+            out.push_str("${");
+            rest = &rest[i + 2..];
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let end = after.find('}').ok_or("unterminated ${ (write $${ for a literal ${)")?;
+        let name = &after[..end];
+        let (_, value) = env.iter().find(|(k, _)| k == name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+        out.push_str(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Checks what types cannot: ranges, uniqueness, URLs, and what the role needs.
@@ -331,8 +353,9 @@ mod tests {
         let env = vec![("TOPIC".to_string(), "frames.x".to_string())];
         let cfg = load_str("[kafka]\ntopic = \"${TOPIC}\"\n", "t", Role::All, &env).unwrap();
         assert_eq!(cfg.kafka.topic, "frames.x");
-        let e = load_str("[kafka]\ntopic = \"${NOPE}\"\n", "t", Role::All, &env).unwrap_err();
-        assert!(e.to_string().contains("NOPE is not set"), "{e}");
+        let e = load_str("# ${IN_A_COMMENT}\n[kafka]\ntopic = \"${NOPE}\"\n", "t", Role::All, &env).unwrap_err();
+        assert_eq!(e.problems.len(), 1, "comments are not interpolated: {e}");
+        assert!(e.to_string().contains("t: kafka.topic: environment variable NOPE is not set"), "{e}");
         let cfg = load_str("[kafka]\ntopic = \"a$${b}\"\n", "t", Role::All, &env);
         assert!(cfg.is_err(), "literal ${{ is not a valid topic, but it must have been kept literally");
     }

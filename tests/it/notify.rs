@@ -114,8 +114,13 @@ fn watchdog_stops_when_an_actor_hangs() {
     let d = daemon::start(opts).unwrap();
     wait_for(&sock, "WATCHDOG=1", Duration::from_secs(10));
     wait_until("the capture hangs", Duration::from_secs(10), || hung.load(Ordering::SeqCst));
-    // Heartbeats older than half the interval withhold the ping: give it that long, then listen.
+    // Heartbeats older than half the interval withhold the ping: give it that long, throw away
+    // what was sent before, then listen.
     std::thread::sleep(Duration::from_millis(700));
+    sock.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    while sock.recv(&mut buf).is_ok() {}
+    sock.set_nonblocking(false).unwrap();
     let during = collect(&sock, Duration::from_millis(2000));
     assert!(!during.iter().any(|m| m.contains("WATCHDOG=1")), "pinged while hung: {during:?}");
     release.store(true, Ordering::SeqCst);

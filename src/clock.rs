@@ -40,7 +40,11 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new() -> Self {
-        Self { base: Instant::now(), wall_base: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600), offset: Mutex::new(Duration::ZERO) }
+        Self {
+            base: Instant::now(),
+            wall_base: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+            offset: Mutex::new(Duration::ZERO),
+        }
     }
     pub fn advance(&self, by: Duration) {
         *self.offset.lock() += by;
@@ -76,7 +80,13 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, cap: Duration, healthy_after: Duration) -> Self {
-        Self { base, cap, healthy_after, attempt: 0, started: None }
+        Self {
+            base,
+            cap,
+            healthy_after,
+            attempt: 0,
+            started: None,
+        }
     }
 
     /// Records that the actor (re)started its work at `now`.
@@ -120,7 +130,11 @@ mod tests {
     use rand::SeedableRng;
 
     fn backoff() -> Backoff {
-        Backoff::new(Duration::from_millis(100), Duration::from_secs(10), Duration::from_secs(30))
+        Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(10),
+            Duration::from_secs(30),
+        )
     }
 
     /// Ensures the delay ceiling doubles per failure and stops at the cap.
@@ -136,7 +150,10 @@ mod tests {
             b.failed(clock.now(), &mut rng);
             ceilings.push(b.ceiling().as_millis());
         }
-        assert_eq!(ceilings, vec![100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000, 10000]);
+        assert_eq!(
+            ceilings,
+            vec![100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000, 10000]
+        );
     }
 
     /// Ensures delays are jittered over the whole range rather than fixed.
@@ -153,9 +170,18 @@ mod tests {
             delays.push(b.failed(clock.now(), &mut rng)); // attempt 5: ceiling 1.6 s
         }
         assert!(delays.iter().all(|d| *d <= Duration::from_millis(1600)));
-        let low = delays.iter().filter(|d| **d < Duration::from_millis(400)).count();
-        let high = delays.iter().filter(|d| **d > Duration::from_millis(1200)).count();
-        assert!(low > 20 && high > 20, "not spread over [0, ceiling]: {low} low, {high} high");
+        let low = delays
+            .iter()
+            .filter(|d| **d < Duration::from_millis(400))
+            .count();
+        let high = delays
+            .iter()
+            .filter(|d| **d > Duration::from_millis(1200))
+            .count();
+        assert!(
+            low > 20 && high > 20,
+            "not spread over [0, ceiling]: {low} low, {high} high"
+        );
         let distinct: std::collections::HashSet<_> = delays.iter().collect();
         assert!(distinct.len() > 150);
     }

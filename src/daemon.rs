@@ -38,7 +38,16 @@ pub struct Options {
 
 impl Options {
     pub fn new(config: Config) -> Self {
-        Self { config, config_path: None, role: Role::All, duration: None, opener: Arc::new(DefaultOpener), progress: false, signals: false, notifier: Notifier::default() }
+        Self {
+            config,
+            config_path: None,
+            role: Role::All,
+            duration: None,
+            opener: Arc::new(DefaultOpener),
+            progress: false,
+            signals: false,
+            notifier: Notifier::default(),
+        }
     }
 }
 
@@ -81,14 +90,22 @@ pub fn start(opts: Options) -> anyhow::Result<Handle> {
     let (control, rx) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (m, s) = (metrics.clone(), status.clone());
-    let thread = std::thread::Builder::new().name("framewire".into()).spawn(move || {
-        let system = actix_rt::System::new();
-        let drained = system.block_on(run(opts, m, s, rx, ready_tx));
-        System::current().stop();
-        drained
-    })?;
+    let thread = std::thread::Builder::new()
+        .name("framewire".into())
+        .spawn(move || {
+            let system = actix_rt::System::new();
+            let drained = system.block_on(run(opts, m, s, rx, ready_tx));
+            System::current().stop();
+            drained
+        })?;
     match ready_rx.recv() {
-        Ok(Ok(http)) => Ok(Handle { http, metrics, status, control, thread }),
+        Ok(Ok(http)) => Ok(Handle {
+            http,
+            metrics,
+            status,
+            control,
+            thread,
+        }),
         Ok(Err(e)) => {
             let _ = thread.join();
             Err(anyhow::anyhow!(e))
@@ -109,7 +126,14 @@ async fn run(
 ) -> bool {
     let notifier = opts.notifier.clone();
     let role = opts.role;
-    let (http_handle, http_addr) = match http::start(opts.config.http.listen, HttpState { metrics: metrics.clone(), status: status.clone(), role }) {
+    let (http_handle, http_addr) = match http::start(
+        opts.config.http.listen,
+        HttpState {
+            metrics: metrics.clone(),
+            status: status.clone(),
+            role,
+        },
+    ) {
         Ok(x) => x,
         Err(e) => {
             let _ = ready.send(Err(e.to_string()));
@@ -117,7 +141,12 @@ async fn run(
         }
     };
     tracing::info!(%http_addr, ?role, cameras = opts.config.cameras.len(), "framewire started");
-    let shared = Shared { metrics: metrics.clone(), status: status.clone(), clock: Arc::new(SystemClock), opener: opts.opener.clone() };
+    let shared = Shared {
+        metrics: metrics.clone(),
+        status: status.clone(),
+        clock: Arc::new(SystemClock),
+        opener: opts.opener.clone(),
+    };
     let root = Root::new(opts.config.clone(), role, shared).start();
     let _ = ready.send(Ok(http_addr));
 
@@ -126,7 +155,10 @@ async fn run(
     actix_rt::spawn(async move {
         let notifier = n;
         loop {
-            if st.not_ready_reasons(role.ingest(), role.process()).is_empty() {
+            if st
+                .not_ready_reasons(role.ingest(), role.process())
+                .is_empty()
+            {
                 notifier.ready("pipeline running");
                 tracing::info!("pipeline ready");
                 break;
@@ -144,7 +176,10 @@ async fn run(
                 if silent.is_empty() {
                     notifier.watchdog();
                 } else {
-                    tracing::warn!(?silent, "actors not heartbeating; withholding the systemd watchdog ping");
+                    tracing::warn!(
+                        ?silent,
+                        "actors not heartbeating; withholding the systemd watchdog ping"
+                    );
                 }
             }
         });
@@ -182,8 +217,15 @@ async fn run(
     drained
 }
 
-fn signal(kind: tokio::signal::unix::SignalKind, enabled: bool) -> Option<tokio::signal::unix::Signal> {
-    if enabled { tokio::signal::unix::signal(kind).ok() } else { None }
+fn signal(
+    kind: tokio::signal::unix::SignalKind,
+    enabled: bool,
+) -> Option<tokio::signal::unix::Signal> {
+    if enabled {
+        tokio::signal::unix::signal(kind).ok()
+    } else {
+        None
+    }
 }
 
 async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "framewire", version, about = "Live camera video → detections → annotated frames and results in storage, with Kafka in the middle")]
+#[command(
+    name = "framewire",
+    version,
+    about = "Live camera video → detections → annotated frames and results in storage, with Kafka in the middle"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
@@ -49,8 +53,11 @@ enum Command {
 }
 
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -65,9 +72,16 @@ fn main() -> ExitCode {
             Ok(cfg) => {
                 println!(
                     "{}: valid ({} camera(s), bus {}, storage {} {})",
-                    config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<defaults>".into()),
+                    config
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "<defaults>".into()),
                     cfg.cameras.len(),
-                    if cfg.kafka.embedded() { "embedded".to_string() } else { format!("kafka topic {}", cfg.kafka.topic) },
+                    if cfg.kafka.embedded() {
+                        "embedded".to_string()
+                    } else {
+                        format!("kafka topic {}", cfg.kafka.topic)
+                    },
                     format!("{:?}", cfg.storage.kind).to_lowercase(),
                     cfg.storage.path
                 );
@@ -78,7 +92,11 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config, role, duration } => {
+        Command::Run {
+            config,
+            role,
+            duration,
+        } => {
             let cfg = match config::load(config.as_deref(), role) {
                 Ok(cfg) => cfg,
                 Err(e) => {
@@ -96,7 +114,9 @@ fn main() -> ExitCode {
             match daemon::run_foreground(opts) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => {
-                    eprintln!("framewire: stopped before every batch was durable; they will be redelivered");
+                    eprintln!(
+                        "framewire: stopped before every batch was durable; they will be redelivered"
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -5,8 +5,8 @@
 //! are bounded: camera id, stage, actor, result, reason — never a URL or error text.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -37,75 +37,233 @@ pub struct Metrics {
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("metric registered once");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
-fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric");
-    r.register(Box::new(h.clone())).expect("metric registered once");
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric");
+    r.register(Box::new(h.clone()))
+        .expect("metric registered once");
     h
 }
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("metric registered once");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
     g
 }
 
 impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
-        let stage_buckets = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
-        let latency_buckets = vec![0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0];
-        let build_info = gauge(&r, "framewire_build_info", "Always 1; labels say which build runs.", &["version"]);
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let config_generation = IntGauge::new("framewire_config_generation", "Generation of the running config (1 at start, +1 per applied reload).").expect("valid metric");
-        r.register(Box::new(config_generation.clone())).expect("metric registered once");
-        let in_flight_batches = IntGauge::new("framewire_in_flight_batches", "Batches consumed and not yet durable in storage.").expect("valid metric");
-        r.register(Box::new(in_flight_batches.clone())).expect("metric registered once");
-        let batches_consumed = IntCounter::new("framewire_batches_consumed_total", "Batches taken from the bus by the process side.").expect("valid metric");
-        r.register(Box::new(batches_consumed.clone())).expect("metric registered once");
-        let camera_last_frame = GaugeVec::new(Opts::new("framewire_camera_last_frame_timestamp_seconds", "Unix time of the last frame a camera delivered."), &["camera"]).expect("valid metric");
-        r.register(Box::new(camera_last_frame.clone())).expect("metric registered once");
-        let uptime = Gauge::new("framewire_uptime_seconds", "Seconds since the daemon started.").expect("valid metric");
-        r.register(Box::new(uptime.clone())).expect("metric registered once");
+        let stage_buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ];
+        let latency_buckets = vec![
+            0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0,
+        ];
+        let build_info = gauge(
+            &r,
+            "framewire_build_info",
+            "Always 1; labels say which build runs.",
+            &["version"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let config_generation = IntGauge::new(
+            "framewire_config_generation",
+            "Generation of the running config (1 at start, +1 per applied reload).",
+        )
+        .expect("valid metric");
+        r.register(Box::new(config_generation.clone()))
+            .expect("metric registered once");
+        let in_flight_batches = IntGauge::new(
+            "framewire_in_flight_batches",
+            "Batches consumed and not yet durable in storage.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(in_flight_batches.clone()))
+            .expect("metric registered once");
+        let batches_consumed = IntCounter::new(
+            "framewire_batches_consumed_total",
+            "Batches taken from the bus by the process side.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(batches_consumed.clone()))
+            .expect("metric registered once");
+        let camera_last_frame = GaugeVec::new(
+            Opts::new(
+                "framewire_camera_last_frame_timestamp_seconds",
+                "Unix time of the last frame a camera delivered.",
+            ),
+            &["camera"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(camera_last_frame.clone()))
+            .expect("metric registered once");
+        let uptime = Gauge::new(
+            "framewire_uptime_seconds",
+            "Seconds since the daemon started.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(uptime.clone()))
+            .expect("metric registered once");
         #[cfg(target_os = "linux")]
         {
             let pc = prometheus::process_collector::ProcessCollector::for_self();
             let _ = r.register(Box::new(pc));
         }
-        Self {
+        let m = Self {
             build_info,
-            frames_captured: counter(&r, "framewire_frames_captured_total", "Encoded frames received from a camera source.", &["camera"]),
-            frames_decoded: counter(&r, "framewire_frames_decoded_total", "Frames decoded from H.264.", &["camera"]),
-            frames_sampled: counter(&r, "framewire_frames_sampled_total", "Decoded frames kept by sampling, resized and JPEG-encoded.", &["camera"]),
-            frames_dropped: counter(&r, "framewire_frames_dropped_total", "Frames dropped before batching, by reason.", &["camera", "reason"]),
-            decode_errors: counter(&r, "framewire_decode_errors_total", "H.264 access units that failed to decode.", &["camera"]),
-            batches_produced: counter(&r, "framewire_batches_produced_total", "Batches acknowledged by the bus.", &["camera"]),
+            frames_captured: counter(
+                &r,
+                "framewire_frames_captured_total",
+                "Encoded frames received from a camera source.",
+                &["camera"],
+            ),
+            frames_decoded: counter(
+                &r,
+                "framewire_frames_decoded_total",
+                "Frames decoded from H.264.",
+                &["camera"],
+            ),
+            frames_sampled: counter(
+                &r,
+                "framewire_frames_sampled_total",
+                "Decoded frames kept by sampling, resized and JPEG-encoded.",
+                &["camera"],
+            ),
+            frames_dropped: counter(
+                &r,
+                "framewire_frames_dropped_total",
+                "Frames dropped before batching, by reason.",
+                &["camera", "reason"],
+            ),
+            decode_errors: counter(
+                &r,
+                "framewire_decode_errors_total",
+                "H.264 access units that failed to decode.",
+                &["camera"],
+            ),
+            batches_produced: counter(
+                &r,
+                "framewire_batches_produced_total",
+                "Batches acknowledged by the bus.",
+                &["camera"],
+            ),
             batches_consumed,
-            batches_stored: counter(&r, "framewire_batches_stored_total", "Batches whose frames and results are durable in storage.", &["camera"]),
-            messages_rejected: counter(&r, "framewire_messages_rejected_total", "Bus messages that could not be decoded, by reason.", &["reason"]),
-            stage_errors: counter(&r, "framewire_stage_errors_total", "Failed attempts per pipeline stage (retried unless permanent).", &["stage"]),
-            stage_duration: histogram(&r, "framewire_stage_duration_seconds", "Time spent per pipeline stage (per frame for decode/encode, per batch otherwise).", &["stage"], stage_buckets),
-            capture_to_stored: histogram(&r, "framewire_capture_to_stored_seconds", "From a frame's capture to its batch being durable in storage.", &["camera"], latency_buckets),
-            detections: counter(&r, "framewire_detections_total", "Objects detected, by class.", &["label"]),
-            actor_restarts: counter(&r, "framewire_actor_restarts_total", "Supervised actor restarts.", &["actor", "camera"]),
-            config_reloads: counter(&r, "framewire_config_reloads_total", "Config reloads by result (applied, unchanged, invalid).", &["result"]),
+            batches_stored: counter(
+                &r,
+                "framewire_batches_stored_total",
+                "Batches whose frames and results are durable in storage.",
+                &["camera"],
+            ),
+            messages_rejected: counter(
+                &r,
+                "framewire_messages_rejected_total",
+                "Bus messages that could not be decoded, by reason.",
+                &["reason"],
+            ),
+            stage_errors: counter(
+                &r,
+                "framewire_stage_errors_total",
+                "Failed attempts per pipeline stage (retried unless permanent).",
+                &["stage"],
+            ),
+            stage_duration: histogram(
+                &r,
+                "framewire_stage_duration_seconds",
+                "Time spent per pipeline stage (per frame for decode/encode, per batch otherwise).",
+                &["stage"],
+                stage_buckets,
+            ),
+            capture_to_stored: histogram(
+                &r,
+                "framewire_capture_to_stored_seconds",
+                "From a frame's capture to its batch being durable in storage.",
+                &["camera"],
+                latency_buckets,
+            ),
+            detections: counter(
+                &r,
+                "framewire_detections_total",
+                "Objects detected, by class.",
+                &["label"],
+            ),
+            actor_restarts: counter(
+                &r,
+                "framewire_actor_restarts_total",
+                "Supervised actor restarts.",
+                &["actor", "camera"],
+            ),
+            config_reloads: counter(
+                &r,
+                "framewire_config_reloads_total",
+                "Config reloads by result (applied, unchanged, invalid).",
+                &["result"],
+            ),
             config_generation,
-            camera_up: gauge(&r, "framewire_camera_up", "1 while a camera source is delivering frames.", &["camera"]),
+            camera_up: gauge(
+                &r,
+                "framewire_camera_up",
+                "1 while a camera source is delivering frames.",
+                &["camera"],
+            ),
             camera_last_frame,
             in_flight_batches,
-            committed_offset: gauge(&r, "framewire_committed_offset", "Next offset committed per bus partition.", &["partition"]),
+            committed_offset: gauge(
+                &r,
+                "framewire_committed_offset",
+                "Next offset committed per bus partition.",
+                &["partition"],
+            ),
             uptime,
             registry: r,
+        };
+        // Series with a known, fixed set of labels start at zero.
+        for reason in ["undecodable", "inference", "annotate", "store"] {
+            m.messages_rejected.with_label_values(&[reason]);
         }
+        for stage in ["produce", "consume", "inference", "annotate", "store"] {
+            m.stage_errors.with_label_values(&[stage]);
+        }
+        for stage in ["decode", "encode", "produce", "inference", "annotate", "store"] {
+            m.stage_duration.with_label_values(&[stage]);
+        }
+        for result in ["applied", "unchanged", "invalid"] {
+            m.config_reloads.with_label_values(&[result]);
+        }
+        m
+    }
+
+    /// Creates a camera's series at zero, so dashboards and alerts see them before the first event.
+    pub fn init_camera(&self, camera: &str) {
+        for c in [&self.frames_captured, &self.frames_decoded, &self.frames_sampled, &self.decode_errors, &self.batches_produced, &self.batches_stored] {
+            c.with_label_values(&[camera]);
+        }
+        self.frames_dropped.with_label_values(&[camera, "batcher_full"]);
+        self.capture_to_stored.with_label_values(&[camera]);
+        self.camera_up.with_label_values(&[camera]);
     }
 
     /// Forgets the per-camera series of a removed camera, so labels stay bounded across reloads.
     pub fn forget_camera(&self, camera: &str) {
         let _ = self.camera_up.remove_label_values(&[camera]);
         let _ = self.camera_last_frame.remove_label_values(&[camera]);
+        for actor in ["source", "batcher"] {
+            let _ = self.actor_restarts.remove_label_values(&[actor, camera]);
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -128,7 +286,14 @@ impl Default for Metrics {
 /// Sum of a counter over all its label values.
 pub fn total(v: &IntCounterVec) -> u64 {
     use prometheus::core::Collector;
-    v.collect().iter().flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().value() as u64)).sum()
+    v.collect()
+        .iter()
+        .flat_map(|f| {
+            f.get_metric()
+                .iter()
+                .map(|m| m.get_counter().value() as u64)
+        })
+        .sum()
 }
 
 /// Approximate (p50, p99) over all label values of a histogram, from bucket bounds.
@@ -151,7 +316,11 @@ pub fn quantiles(h: &HistogramVec) -> (f64, f64) {
             return 0.0;
         }
         let want = (p * total as f64).ceil() as u64;
-        merged.iter().find(|b| b.1 >= want).map(|b| b.0).unwrap_or(f64::INFINITY)
+        merged
+            .iter()
+            .find(|b| b.1 >= want)
+            .map(|b| b.0)
+            .unwrap_or(f64::INFINITY)
     };
     (q(0.5), q(0.99))
 }

@@ -18,8 +18,15 @@ impl Notifier {
     /// From `NOTIFY_SOCKET` and `WATCHDOG_USEC` (honouring `WATCHDOG_PID` when set).
     pub fn from_env() -> Self {
         let socket = std::env::var_os("NOTIFY_SOCKET").map(PathBuf::from);
-        let pid_ok = std::env::var("WATCHDOG_PID").ok().and_then(|p| p.parse::<u32>().ok()).is_none_or(|p| p == std::process::id());
-        let watchdog = std::env::var("WATCHDOG_USEC").ok().and_then(|u| u.parse::<u64>().ok()).filter(|u| *u > 0 && pid_ok).map(Duration::from_micros);
+        let pid_ok = std::env::var("WATCHDOG_PID")
+            .ok()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_none_or(|p| p == std::process::id());
+        let watchdog = std::env::var("WATCHDOG_USEC")
+            .ok()
+            .and_then(|u| u.parse::<u64>().ok())
+            .filter(|u| *u > 0 && pid_ok)
+            .map(Duration::from_micros);
         Self { socket, watchdog }
     }
 
@@ -55,7 +62,10 @@ impl Notifier {
 
     pub fn reloading(&self) {
         // MONOTONIC_USEC lets systemd ≥ 253 (Type=notify-reload) match the reload to this message.
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: clock_gettime writes into the timespec we own.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
         let usec = ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000;

@@ -14,8 +14,17 @@ pub fn url(raw: &str) -> String {
             let masked: Vec<(String, String)> = u
                 .query_pairs()
                 .map(|(k, v)| {
-                    let secret = ["pass", "token", "secret", "key"].iter().any(|s| k.to_ascii_lowercase().contains(s));
-                    (k.into_owned(), if secret { "***".to_string() } else { v.into_owned() })
+                    let secret = ["pass", "token", "secret", "key"]
+                        .iter()
+                        .any(|s| k.to_ascii_lowercase().contains(s));
+                    (
+                        k.into_owned(),
+                        if secret {
+                            "***".to_string()
+                        } else {
+                            v.into_owned()
+                        },
+                    )
                 })
                 .collect();
             if !masked.is_empty() {
@@ -43,7 +52,9 @@ fn scrub_authority(text: &str) -> String {
     while let Some(i) = rest.find("://") {
         let (head, tail) = rest.split_at(i + 3);
         out.push_str(head);
-        let end = tail.find(|c: char| c == '/' || c.is_whitespace()).unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace())
+            .unwrap_or(tail.len());
         let authority = &tail[..end];
         match (authority.rfind('@'), authority.find(':')) {
             (Some(at), Some(colon)) if colon < at => {
@@ -80,6 +91,9 @@ mod tests {
     fn free_text_is_scrubbed() {
         let r = super::url("connect to rtsp://u:s3cret@cam/x failed");
         assert!(!r.contains("s3cret") && r.contains("u:***@cam"), "{r}");
-        assert_eq!(super::secrets("bad password s3cret", &["s3cret"]), "bad password ***");
+        assert_eq!(
+            super::secrets("bad password s3cret", &["s3cret"]),
+            "bad password ***"
+        );
     }
 }

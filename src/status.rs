@@ -6,7 +6,7 @@
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -22,6 +22,8 @@ pub enum ActorState {
 
 #[derive(Debug, Clone)]
 struct ActorEntry {
+    /// Which incarnation owns the entry: a replaced actor (reload) must not overwrite its successor.
+    instance: u64,
     actor: String,
     camera: Option<String>,
     state: ActorState,
@@ -42,7 +44,7 @@ struct CameraEntry {
 pub struct StatusRegistry {
     started: Instant,
     generation: AtomicU64,
-    process_ready: AtomicBool,
+    instances: AtomicU64,
     actors: Mutex<BTreeMap<String, ActorEntry>>,
     cameras: Mutex<BTreeMap<String, CameraEntry>>,
 }
@@ -60,7 +62,7 @@ impl StatusRegistry {
         Self {
             started: Instant::now(),
             generation: AtomicU64::new(1),
-            process_ready: AtomicBool::new(false),
+            instances: AtomicU64::new(0),
             actors: Mutex::new(BTreeMap::new()),
             cameras: Mutex::new(BTreeMap::new()),
         }
@@ -74,23 +76,42 @@ impl StatusRegistry {
         self.generation.load(Ordering::SeqCst)
     }
 
-    pub fn set_process_ready(&self, ready: bool) {
-        self.process_ready.store(ready, Ordering::SeqCst);
+    /// A new incarnation of an actor (first start, or replacement by a reload): it owns the entry
+    /// from now on; the restart count carries over. Returns its instance id.
+    pub fn register(&self, actor: &str, camera: Option<&str>) -> u64 {
+        let instance = self.instances.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut a = self.actors.lock();
+        let restarts = a
+            .get(&actor_key(actor, camera))
+            .map(|e| e.restarts)
+            .unwrap_or(0);
+        a.insert(
+            actor_key(actor, camera),
+            ActorEntry {
+                instance,
+                actor: actor.into(),
+                camera: camera.map(str::to_string),
+                state: ActorState::Starting,
+                restarts,
+                last_error: None,
+                heartbeat: Instant::now(),
+            },
+        );
+        instance
     }
 
-    pub fn set_state(&self, actor: &str, camera: Option<&str>, state: ActorState) {
-        let key = actor_key(actor, camera);
-        let mut a = self.actors.lock();
-        let e = a.entry(key).or_insert_with(|| ActorEntry {
-            actor: actor.into(),
-            camera: camera.map(str::to_string),
-            state,
-            restarts: 0,
-            last_error: None,
-            heartbeat: Instant::now(),
-        });
-        e.state = state;
-        e.heartbeat = Instant::now();
+    /// Sets the state, if `instance` still owns the entry.
+    pub fn set_state(&self, actor: &str, camera: Option<&str>, instance: u64, state: ActorState) {
+        if let Some(e) = self.actors.lock().get_mut(&actor_key(actor, camera)) {
+            if e.instance == instance {
+                e.state = state;
+                e.heartbeat = Instant::now();
+            }
+        }
+    }
+
+    fn state_of(&self, actor: &str) -> Option<ActorState> {
+        self.actors.lock().get(actor).map(|e| e.state)
     }
 
     pub fn record_restart(&self, actor: &str, camera: Option<&str>) {
@@ -120,12 +141,24 @@ impl StatusRegistry {
     }
 
     pub fn restarts(&self, actor: &str, camera: Option<&str>) -> u64 {
-        self.actors.lock().get(&actor_key(actor, camera)).map(|e| e.restarts).unwrap_or(0)
+        self.actors
+            .lock()
+            .get(&actor_key(actor, camera))
+            .map(|e| e.restarts)
+            .unwrap_or(0)
     }
 
     pub fn camera_registered(&self, camera: &str, url: &str) {
-        self.cameras.lock().entry(camera.to_string()).or_insert(CameraEntry { url: crate::redact::url(url), frames: 0, fps: 0.0, last_frame: None }).url =
-            crate::redact::url(url);
+        self.cameras
+            .lock()
+            .entry(camera.to_string())
+            .or_insert(CameraEntry {
+                url: crate::redact::url(url),
+                frames: 0,
+                fps: 0.0,
+                last_frame: None,
+            })
+            .url = crate::redact::url(url);
     }
 
     /// A camera delivered a frame: updates its count and a smoothed rate.
@@ -134,7 +167,11 @@ impl StatusRegistry {
         if let Some(c) = self.cameras.lock().get_mut(camera) {
             if let Some(prev) = c.last_frame {
                 let dt = now.duration_since(prev).as_secs_f64().max(1e-6);
-                c.fps = if c.fps == 0.0 { 1.0 / dt } else { 0.9 * c.fps + 0.1 / dt };
+                c.fps = if c.fps == 0.0 {
+                    1.0 / dt
+                } else {
+                    0.9 * c.fps + 0.1 / dt
+                };
             }
             c.frames += 1;
             c.last_frame = Some(now);
@@ -147,7 +184,9 @@ impl StatusRegistry {
         self.actors
             .lock()
             .iter()
-            .filter(|(_, e)| e.state != ActorState::Stopped && now.duration_since(e.heartbeat) > within)
+            .filter(|(_, e)| {
+                e.state != ActorState::Stopped && now.duration_since(e.heartbeat) > within
+            })
             .map(|(k, _)| k.clone())
             .collect()
     }
@@ -162,8 +201,8 @@ impl StatusRegistry {
                 }
             }
         }
-        if needs_process && !self.process_ready.load(Ordering::SeqCst) {
-            reasons.push("process side: consumer not started".into());
+        if needs_process && self.state_of("consumer") != Some(ActorState::Running) {
+            reasons.push("process side: consumer not connected to the bus".into());
         }
         for (k, e) in self.actors.lock().iter() {
             if e.state == ActorState::Backoff {

@@ -26,7 +26,13 @@ pub struct AnnotatorActor {
 impl AnnotatorActor {
     pub fn new(cfg: AnnotatorConfig, life: Life, guard: PanicGuard) -> Self {
         let permits = Arc::new(Semaphore::new(cfg.workers));
-        Self { cfg, annotator: None, permits, life, _guard: guard }
+        Self {
+            cfg,
+            annotator: None,
+            permits,
+            life,
+            _guard: guard,
+        }
     }
 }
 
@@ -41,7 +47,8 @@ impl Actor for AnnotatorActor {
                 a.life.running();
             }
             Err(e) => {
-                a.life.failed(&format!("annotator: cannot load the font: {e}"));
+                a.life
+                    .failed(&format!("annotator: cannot load the font: {e}"));
                 ctx.stop();
             }
         });
@@ -66,11 +73,19 @@ pub struct Annotate {
 impl Handler<Annotate> for AnnotatorActor {
     type Result = ResponseFuture<Result<Annotated, StageError>>;
     fn handle(&mut self, msg: Annotate, _: &mut Context<Self>) -> Self::Result {
-        let (annotator, permits, quality) = (self.annotator.clone(), self.permits.clone(), self.cfg.jpeg_quality);
+        let (annotator, permits, quality) = (
+            self.annotator.clone(),
+            self.permits.clone(),
+            self.cfg.jpeg_quality,
+        );
         let metrics = self.life.shared.metrics.clone();
         Box::pin(async move {
-            let annotator = annotator.ok_or_else(|| StageError::transient("annotate", "annotator not started yet"))?;
-            let _permit = permits.acquire_owned().await.map_err(|_| StageError::transient("annotate", "annotator pool closed"))?;
+            let annotator = annotator
+                .ok_or_else(|| StageError::transient("annotate", "annotator not started yet"))?;
+            let _permit = permits
+                .acquire_owned()
+                .await
+                .map_err(|_| StageError::transient("annotate", "annotator pool closed"))?;
             let t = Instant::now();
             let out = super::blocking("annotate", move || {
                 let Annotate { batch, detections } = msg;
@@ -80,14 +95,22 @@ impl Handler<Annotate> for AnnotatorActor {
                     .enumerate()
                     .map(|(i, f)| {
                         let dets = detections.get(i).map(Vec::as_slice).unwrap_or(&[]);
-                        annotator.annotate_jpeg(&f.jpeg, dets, quality).map_err(|e| {
-                            StageError::permanent("annotate", format!("batch {} frame {}: {e}", batch.batch_id, f.seq))
-                        })
+                        annotator
+                            .annotate_jpeg(&f.jpeg, dets, quality)
+                            .map_err(|e| {
+                                StageError::permanent(
+                                    "annotate",
+                                    format!("batch {} frame {}: {e}", batch.batch_id, f.seq),
+                                )
+                            })
                     })
                     .collect::<Result<Vec<_>, _>>()
             })
             .await?;
-            metrics.stage_duration.with_label_values(&["annotate"]).observe(t.elapsed().as_secs_f64());
+            metrics
+                .stage_duration
+                .with_label_values(&["annotate"])
+                .observe(t.elapsed().as_secs_f64());
             Ok(Arc::new(out))
         })
     }

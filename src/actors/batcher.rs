@@ -34,7 +34,10 @@ pub struct Assembler {
 
 impl Assembler {
     pub fn new(max_frames: usize) -> Self {
-        Self { max_frames: max_frames.max(1), frames: Vec::new() }
+        Self {
+            max_frames: max_frames.max(1),
+            frames: Vec::new(),
+        }
     }
     /// Adds a frame; returns the batch when it is full.
     pub fn push(&mut self, f: CapturedFrame) -> Option<Vec<CapturedFrame>> {
@@ -69,9 +72,28 @@ pub struct BatcherActor {
 
 impl BatcherActor {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(camera: String, source_type: &'static str, jpeg_quality: u8, cfg: BatchConfig, producer: Slot<ProducerActor>, life: Life, guard: PanicGuard) -> Self {
+    pub fn new(
+        camera: String,
+        source_type: &'static str,
+        jpeg_quality: u8,
+        cfg: BatchConfig,
+        producer: Slot<ProducerActor>,
+        life: Life,
+        guard: PanicGuard,
+    ) -> Self {
         let assembler = Assembler::new(cfg.frames);
-        Self { camera, source_type, jpeg_quality: jpeg_quality as u32, cfg, producer, assembler, sequence: 0, opened: 0, life, _guard: guard }
+        Self {
+            camera,
+            source_type,
+            jpeg_quality: jpeg_quality as u32,
+            cfg,
+            producer,
+            assembler,
+            sequence: 0,
+            opened: 0,
+            life,
+            _guard: guard,
+        }
     }
 
     fn build(&mut self, frames: Vec<CapturedFrame>) -> (String, OutMessage) {
@@ -94,7 +116,12 @@ impl BatcherActor {
                         .into_iter()
                         .map(|t| v1::TruthBox {
                             label: t.label,
-                            bbox: Some(v1::Box { x1: t.bbox[0], y1: t.bbox[1], x2: t.bbox[2], y2: t.bbox[3] }),
+                            bbox: Some(v1::Box {
+                                x1: t.bbox[0],
+                                y1: t.bbox[1],
+                                x2: t.bbox[2],
+                                y2: t.bbox[3],
+                            }),
                             fully_visible: t.fully_visible,
                         })
                         .collect(),
@@ -106,7 +133,14 @@ impl BatcherActor {
         };
         self.sequence += 1;
         let (payload, headers) = wire::encode(&batch);
-        (batch_id, OutMessage { key: self.camera.clone(), payload, headers })
+        (
+            batch_id,
+            OutMessage {
+                key: self.camera.clone(),
+                payload,
+                headers,
+            },
+        )
     }
 
     /// Hands a closed batch to the producer and blocks this actor's mailbox until it is acked.
@@ -116,24 +150,45 @@ impl BatcherActor {
     }
 
     /// The future that hands a closed batch over and resolves once the bus acknowledged it.
-    fn hand_over(&mut self, frames: Vec<CapturedFrame>) -> impl ActorFuture<Self, Output = ()> + 'static {
+    fn hand_over(
+        &mut self,
+        frames: Vec<CapturedFrame>,
+    ) -> impl ActorFuture<Self, Output = ()> + 'static {
         self.opened += 1;
         let (batch_id, msg) = self.build(frames);
         let msg = Arc::new(msg);
-        let (slot, shared, camera) = (self.producer.clone(), self.life.shared.clone(), self.camera.clone());
+        let (slot, shared, camera) = (
+            self.producer.clone(),
+            self.life.shared.clone(),
+            self.camera.clone(),
+        );
         {
             async move {
                 let r = super::call(&slot, &shared, "produce", || Produce(msg.clone())).await;
                 (r, shared, camera, batch_id)
             }
             .into_actor(self)
-            .map(|(r, shared, camera, batch_id): (Result<_, _>, Shared, String, String), _, _| match r {
-                Ok((p, o)) => tracing::debug!(camera, batch_id, partition = p, offset = o, "batch on the bus"),
-                Err(e) => {
-                    shared.metrics.stage_errors.with_label_values(&["produce"]).inc();
-                    tracing::error!(camera, batch_id, "batch rejected by the bus: {e}");
-                }
-            })
+            .map(
+                |(r, shared, camera, batch_id): (Result<_, _>, Shared, String, String), _, _| {
+                    match r {
+                        Ok((p, o)) => tracing::debug!(
+                            camera,
+                            batch_id,
+                            partition = p,
+                            offset = o,
+                            "batch on the bus"
+                        ),
+                        Err(e) => {
+                            shared
+                                .metrics
+                                .stage_errors
+                                .with_label_values(&["produce"])
+                                .inc();
+                            tracing::error!(camera, batch_id, "batch rejected by the bus: {e}");
+                        }
+                    }
+                },
+            )
         }
     }
 }
@@ -201,7 +256,14 @@ mod tests {
     use super::*;
 
     fn frame(seq: u64) -> CapturedFrame {
-        CapturedFrame { seq, capture_us: seq as i64 * 200_000, width: 8, height: 8, jpeg: vec![1], truth: vec![] }
+        CapturedFrame {
+            seq,
+            capture_us: seq as i64 * 200_000,
+            width: 8,
+            height: 8,
+            jpeg: vec![1],
+            truth: vec![],
+        }
     }
 
     /// Ensures a batch closes exactly at the frame count, and the partial rest can be taken.

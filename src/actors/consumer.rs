@@ -43,8 +43,24 @@ pub struct ConsumerActor {
 }
 
 impl ConsumerActor {
-    pub fn new(kafka: KafkaConfig, embedded: Option<crate::bus::embedded::EmbeddedBus>, stages: Stages, life: Life, guard: PanicGuard) -> Self {
-        Self { kafka, embedded, stages, consumer: None, marks: Watermarks::default(), fetching: false, draining: false, life, _guard: guard }
+    pub fn new(
+        kafka: KafkaConfig,
+        embedded: Option<crate::bus::embedded::EmbeddedBus>,
+        stages: Stages,
+        life: Life,
+        guard: PanicGuard,
+    ) -> Self {
+        Self {
+            kafka,
+            embedded,
+            stages,
+            consumer: None,
+            marks: Watermarks::default(),
+            fetching: false,
+            draining: false,
+            life,
+            _guard: guard,
+        }
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
@@ -60,7 +76,6 @@ impl ConsumerActor {
                 self.consumer = Some(Arc::new(c));
                 self.marks = Watermarks::default();
                 self.life.running();
-                self.life.shared.status.set_process_ready(true);
                 self.fetch(ctx);
             }
             Err(e) => {
@@ -74,37 +89,57 @@ impl ConsumerActor {
         if self.fetching || self.draining || self.marks.in_flight() >= self.kafka.max_in_flight {
             return;
         }
-        let Some(consumer) = self.consumer.clone() else { return };
+        let Some(consumer) = self.consumer.clone() else {
+            return;
+        };
         self.fetching = true;
-        ctx.spawn(async move { consumer.recv().await }.into_actor(self).map(|r, a, ctx| {
-            a.fetching = false;
-            match r {
-                Ok(d) => a.accept(d, ctx),
-                Err(BusError::Closed) => {
-                    a.life.failed("consumer: the bus closed this member");
-                    ctx.stop();
-                    return;
-                }
-                Err(e) => {
-                    a.life.shared.metrics.stage_errors.with_label_values(&["consume"]).inc();
-                    tracing::warn!("consume: {e}");
-                    ctx.run_later(Duration::from_millis(200), |a, ctx| a.fetch(ctx));
-                    return;
-                }
-            }
-            a.fetch(ctx);
-        }));
+        ctx.spawn(
+            async move { consumer.recv().await }
+                .into_actor(self)
+                .map(|r, a, ctx| {
+                    a.fetching = false;
+                    match r {
+                        Ok(d) => a.accept(d, ctx),
+                        Err(BusError::Closed) => {
+                            a.life.failed("consumer: the bus closed this member");
+                            ctx.stop();
+                            return;
+                        }
+                        Err(e) => {
+                            a.life
+                                .shared
+                                .metrics
+                                .stage_errors
+                                .with_label_values(&["consume"])
+                                .inc();
+                            tracing::warn!("consume: {e}");
+                            ctx.run_later(Duration::from_millis(200), |a, ctx| a.fetch(ctx));
+                            return;
+                        }
+                    }
+                    a.fetch(ctx);
+                }),
+        );
     }
 
     fn accept(&mut self, d: Delivery, ctx: &mut Context<Self>) {
         let (partition, offset) = (d.partition, d.offset);
         self.life.shared.metrics.batches_consumed.inc();
         self.marks.begin(partition, offset);
-        self.life.shared.metrics.in_flight_batches.set(self.marks.in_flight() as i64);
+        self.life
+            .shared
+            .metrics
+            .in_flight_batches
+            .set(self.marks.in_flight() as i64);
         let batch = match wire::decode(&d.payload, &d.headers) {
             Ok(b) => Arc::new(b),
             Err(e) => {
-                self.life.shared.metrics.messages_rejected.with_label_values(&["undecodable"]).inc();
+                self.life
+                    .shared
+                    .metrics
+                    .messages_rejected
+                    .with_label_values(&["undecodable"])
+                    .inc();
                 tracing::error!(partition, offset, "message skipped: {e}");
                 self.done(partition, offset);
                 return;
@@ -137,26 +172,54 @@ impl ConsumerActor {
         if let Some(next) = self.marks.complete(partition, offset) {
             if let Some(c) = &self.consumer {
                 match c.commit(partition, next) {
-                    Ok(()) => self.life.shared.metrics.committed_offset.with_label_values(&[&partition.to_string()]).set(next),
+                    Ok(()) => self
+                        .life
+                        .shared
+                        .metrics
+                        .committed_offset
+                        .with_label_values(&[&partition.to_string()])
+                        .set(next),
                     // A later commit of this partition covers this one.
                     Err(e) => tracing::warn!(partition, next, "commit failed: {e}"),
                 }
             }
         }
-        self.life.shared.metrics.in_flight_batches.set(self.marks.in_flight() as i64);
+        self.life
+            .shared
+            .metrics
+            .in_flight_batches
+            .set(self.marks.in_flight() as i64);
     }
 }
 
 /// One batch through the stages. Transient failures are retried inside `call`; the result is the
 /// results key, or the permanent error that made the batch be skipped.
-async fn process(batch: Arc<wire::FrameBatch>, stages: Stages, shared: Shared) -> Result<String, StageError> {
+async fn process(
+    batch: Arc<wire::FrameBatch>,
+    stages: Stages,
+    shared: Shared,
+) -> Result<String, StageError> {
     let t = Instant::now();
-    let detections = super::call(&stages.inference, &shared, "inference", || Infer(batch.clone())).await?;
+    let detections = super::call(&stages.inference, &shared, "inference", || {
+        Infer(batch.clone())
+    })
+    .await?;
     let inference_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
-    let annotated = super::call(&stages.annotator, &shared, "annotate", || Annotate { batch: batch.clone(), detections: detections.clone() }).await?;
-    let timings = Timings { inference: inference_ms, annotate: t.elapsed().as_secs_f64() * 1e3, store: 0.0 };
-    let model = Model { protocol: "builtin".into(), name: "motion".into() };
+    let annotated = super::call(&stages.annotator, &shared, "annotate", || Annotate {
+        batch: batch.clone(),
+        detections: detections.clone(),
+    })
+    .await?;
+    let timings = Timings {
+        inference: inference_ms,
+        annotate: t.elapsed().as_secs_f64() * 1e3,
+        store: 0.0,
+    };
+    let model = Model {
+        protocol: "builtin".into(),
+        name: "motion".into(),
+    };
     super::call(&stages.uploader, &shared, "store", || Store {
         batch: batch.clone(),
         detections: detections.clone(),
@@ -177,7 +240,6 @@ impl Actor for ConsumerActor {
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
         self.consumer = None;
         self.fetching = false;
-        self.life.shared.status.set_process_ready(false);
         Running::Stop
     }
 }

@@ -32,7 +32,13 @@ impl InferenceActor {
             ..MotionConfig::default()
         }));
         let permits = Arc::new(Semaphore::new(cfg.workers));
-        Self { cfg, detector, permits, life, _guard: guard }
+        Self {
+            cfg,
+            detector,
+            permits,
+            life,
+            _guard: guard,
+        }
     }
 }
 
@@ -60,21 +66,36 @@ pub struct Infer(pub Arc<FrameBatch>);
 impl Handler<Infer> for InferenceActor {
     type Result = ResponseFuture<Result<Detections, StageError>>;
     fn handle(&mut self, msg: Infer, _: &mut Context<Self>) -> Self::Result {
-        let (detector, permits, timeout) = (self.detector.clone(), self.permits.clone(), self.cfg.timeout);
+        let (detector, permits, timeout) = (
+            self.detector.clone(),
+            self.permits.clone(),
+            self.cfg.timeout,
+        );
         let metrics = self.life.shared.metrics.clone();
         Box::pin(async move {
-            let _permit = permits.acquire_owned().await.map_err(|_| StageError::transient("inference", "detector pool closed"))?;
+            let _permit = permits
+                .acquire_owned()
+                .await
+                .map_err(|_| StageError::transient("inference", "detector pool closed"))?;
             let t = Instant::now();
             let batch = msg.0;
             let batch_id = batch.batch_id.clone();
             let work = super::blocking("inference", move || {
                 let jpegs: Vec<&[u8]> = batch.frames.iter().map(|f| f.jpeg.as_slice()).collect();
-                detector.detect_jpegs(&jpegs).map_err(|e| StageError::permanent("inference", format!("batch {}: {e}", batch.batch_id)))
+                detector.detect_jpegs(&jpegs).map_err(|e| {
+                    StageError::permanent("inference", format!("batch {}: {e}", batch.batch_id))
+                })
             });
-            let dets = tokio::time::timeout(timeout, work)
-                .await
-                .map_err(|_| StageError::transient("inference", format!("batch {batch_id}: no answer within {timeout:?}")))??;
-            metrics.stage_duration.with_label_values(&["inference"]).observe(t.elapsed().as_secs_f64());
+            let dets = tokio::time::timeout(timeout, work).await.map_err(|_| {
+                StageError::transient(
+                    "inference",
+                    format!("batch {batch_id}: no answer within {timeout:?}"),
+                )
+            })??;
+            metrics
+                .stage_duration
+                .with_label_values(&["inference"])
+                .observe(t.elapsed().as_secs_f64());
             for d in dets.iter().flatten() {
                 metrics.detections.with_label_values(&[&d.label]).inc();
             }

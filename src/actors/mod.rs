@@ -97,7 +97,10 @@ impl PanicGuard {
 impl Drop for PanicGuard {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.root.do_send(UnitPanicked { unit: self.unit.clone(), actor: self.actor });
+            self.root.do_send(UnitPanicked {
+                unit: self.unit.clone(),
+                actor: self.actor,
+            });
         }
     }
 }
@@ -115,25 +118,59 @@ pub struct Life {
     pub shared: Shared,
     backoff: Backoff,
     pending_delay: Duration,
+    instance: u64,
     pub retired: bool,
 }
 
 impl Life {
-    pub fn new(actor: &'static str, camera: Option<String>, shared: Shared, backoff: Backoff) -> Self {
-        shared.status.set_state(actor, camera.as_deref(), ActorState::Starting);
-        Self { actor, camera, shared, backoff, pending_delay: Duration::ZERO, retired: false }
+    pub fn new(
+        actor: &'static str,
+        camera: Option<String>,
+        shared: Shared,
+        backoff: Backoff,
+    ) -> Self {
+        let instance = shared.status.register(actor, camera.as_deref());
+        shared.metrics.actor_restarts.with_label_values(&[actor, camera.as_deref().unwrap_or("")]);
+        Self {
+            actor,
+            camera,
+            shared,
+            backoff,
+            pending_delay: Duration::ZERO,
+            instance,
+            retired: false,
+        }
     }
 
-    /// Call from `Supervised::restarting`.
+    pub fn set_state(&self, state: ActorState) {
+        self.shared
+            .status
+            .set_state(self.actor, self.camera.as_deref(), self.instance, state);
+    }
+
+    /// Call from `Supervised::restarting`. A retired actor is only being wound down (actix restarts
+    /// it while someone still holds its address): not a failure, not counted.
     pub fn restarting(&mut self) {
-        let camera = self.camera.as_deref();
-        self.shared.metrics.actor_restarts.with_label_values(&[self.actor, camera.unwrap_or("")]).inc();
-        self.shared.status.record_restart(self.actor, camera);
-        self.pending_delay = self.backoff.failed(self.shared.clock.now(), &mut rand::rng());
-        if !self.retired {
-            self.shared.status.set_state(self.actor, camera, ActorState::Backoff);
-            tracing::info!(actor = self.actor, camera = camera.unwrap_or(""), delay_ms = self.pending_delay.as_millis() as u64, "restarting after failure");
+        if self.retired {
+            return;
         }
+        let camera = self.camera.as_deref();
+        self.shared
+            .metrics
+            .actor_restarts
+            .with_label_values(&[self.actor, camera.unwrap_or("")])
+            .inc();
+        self.shared.status.record_restart(self.actor, camera);
+        self.pending_delay = self
+            .backoff
+            .failed(self.shared.clock.now(), &mut rand::rng());
+        self.set_state(ActorState::Backoff);
+        tracing::info!(
+            actor = self.actor,
+            camera = camera.unwrap_or(""),
+            delay_ms = self.pending_delay.as_millis() as u64,
+            "restarting after failure"
+        );
     }
 
     /// Call from `Actor::started`: returns how long to wait before starting work.
@@ -144,23 +181,30 @@ impl Life {
     /// The actor's work has (re)started.
     pub fn running(&mut self) {
         self.backoff.started(self.shared.clock.now());
-        self.shared.status.set_state(self.actor, self.camera.as_deref(), ActorState::Running);
+        self.set_state(ActorState::Running);
     }
 
     /// The actor failed with `error` and is about to stop (and be restarted).
     pub fn failed(&self, error: &str) {
         let camera = self.camera.as_deref();
-        tracing::error!(actor = self.actor, camera = camera.unwrap_or(""), "{}", crate::redact::url(error));
+        tracing::error!(
+            actor = self.actor,
+            camera = camera.unwrap_or(""),
+            "{}",
+            crate::redact::url(error)
+        );
         self.shared.status.record_error(self.actor, camera, error);
     }
 
     pub fn heartbeat(&self) {
-        self.shared.status.heartbeat(self.actor, self.camera.as_deref());
+        self.shared
+            .status
+            .heartbeat(self.actor, self.camera.as_deref());
     }
 
     pub fn retire(&mut self) {
         self.retired = true;
-        self.shared.status.set_state(self.actor, self.camera.as_deref(), ActorState::Stopped);
+        self.set_state(ActorState::Stopped);
     }
 }
 
@@ -175,19 +219,33 @@ pub struct StageError {
 
 impl StageError {
     pub fn transient(stage: &'static str, message: impl Into<String>) -> Self {
-        Self { stage, message: message.into(), permanent: false }
+        Self {
+            stage,
+            message: message.into(),
+            permanent: false,
+        }
     }
     pub fn permanent(stage: &'static str, message: impl Into<String>) -> Self {
-        Self { stage, message: message.into(), permanent: true }
+        Self {
+            stage,
+            message: message.into(),
+            permanent: true,
+        }
     }
 }
 
 /// Runs `work` on tokio's blocking pool; a panic in it becomes a permanent `StageError` (the same
 /// input would panic again) instead of unwinding through the actor.
-pub async fn blocking<T: Send + 'static>(stage: &'static str, work: impl FnOnce() -> Result<T, StageError> + Send + 'static) -> Result<T, StageError> {
+pub async fn blocking<T: Send + 'static>(
+    stage: &'static str,
+    work: impl FnOnce() -> Result<T, StageError> + Send + 'static,
+) -> Result<T, StageError> {
     match tokio::task::spawn_blocking(work).await {
         Ok(r) => r,
-        Err(e) if e.is_panic() => Err(StageError::permanent(stage, format!("panicked: {}", panic_message(e.into_panic())))),
+        Err(e) if e.is_panic() => Err(StageError::permanent(
+            stage,
+            format!("panicked: {}", panic_message(e.into_panic())),
+        )),
         Err(e) => Err(StageError::transient(stage, format!("task cancelled: {e}"))),
     }
 }
@@ -204,14 +262,23 @@ pub fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 
 /// Sends `make()` to the actor in `slot` until it answers Ok or a permanent error, retrying
 /// mailbox failures (the actor is restarting) and transient errors with capped backoff.
-pub async fn call<A, M, T>(slot: &Slot<A>, shared: &Shared, stage: &'static str, make: impl Fn() -> M) -> Result<T, StageError>
+pub async fn call<A, M, T>(
+    slot: &Slot<A>,
+    shared: &Shared,
+    stage: &'static str,
+    make: impl Fn() -> M,
+) -> Result<T, StageError>
 where
     A: Actor + Handler<M>,
     A::Context: actix::dev::ToEnvelope<A, M>,
     M: Message<Result = Result<T, StageError>> + Send + 'static,
     T: Send + 'static,
 {
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5), Duration::from_secs(60));
+    let mut backoff = Backoff::new(
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+    );
     loop {
         let outcome = match slot.get() {
             Some(addr) => match addr.send(make()).await {
@@ -222,9 +289,81 @@ where
             },
             None => format!("{stage}: actor not running"),
         };
-        shared.metrics.stage_errors.with_label_values(&[stage]).inc();
+        shared
+            .metrics
+            .stage_errors
+            .with_label_values(&[stage])
+            .inc();
         let delay = backoff.failed(shared.clock.now(), &mut rand::rng());
         tracing::warn!(stage, retry_in_ms = delay.as_millis() as u64, "{outcome}");
         tokio::time::sleep(delay.max(Duration::from_millis(10))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+
+    struct Root(Arc<Mutex<Vec<(Unit, &'static str)>>>);
+    impl Actor for Root {
+        type Context = Context<Self>;
+    }
+    impl Handler<UnitPanicked> for Root {
+        type Result = ();
+        fn handle(&mut self, m: UnitPanicked, _: &mut Context<Self>) {
+            self.0.lock().push((m.unit, m.actor));
+        }
+    }
+
+    struct Fragile {
+        _guard: PanicGuard,
+    }
+    impl Actor for Fragile {
+        type Context = Context<Self>;
+    }
+    #[derive(Message)]
+    #[rtype(result = "u32")]
+    struct Poke {
+        panic: bool,
+    }
+    impl Handler<Poke> for Fragile {
+        type Result = u32;
+        fn handle(&mut self, p: Poke, _: &mut Context<Self>) -> u32 {
+            if p.panic {
+                panic!("injected panic in a handler");
+            }
+            7
+        }
+    }
+
+    /// Ensures a panic inside one actor's handler kills only that actor: another actor on the same
+    /// arbiter keeps answering, and the dead actor's `PanicGuard` reports its unit to the root.
+    #[test]
+    fn handler_panic_is_contained_and_reported() {
+        actix_rt::System::new().block_on(async {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let root = Root(seen.clone()).start();
+            let arbiter = Arbiter::new();
+            let start = |cam: &str| {
+                let guard =
+                    PanicGuard::new(Unit::Camera(cam.into()), "source", root.clone().recipient());
+                Fragile::start_in_arbiter(&arbiter.handle(), move |_| Fragile { _guard: guard })
+            };
+            let (a, b) = (start("cam-a"), start("cam-b"));
+            assert!(
+                a.send(Poke { panic: true }).await.is_err(),
+                "the panicking actor is gone"
+            );
+            assert_eq!(
+                b.send(Poke { panic: false }).await.unwrap(),
+                7,
+                "its neighbour on the same arbiter still answers"
+            );
+            assert!(!a.connected());
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            assert_eq!(*seen.lock(), vec![(Unit::Camera("cam-a".into()), "source")]);
+            arbiter.stop();
+        });
     }
 }

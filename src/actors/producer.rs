@@ -20,8 +20,19 @@ pub struct ProducerActor {
 }
 
 impl ProducerActor {
-    pub fn new(kafka: KafkaConfig, embedded: Option<crate::bus::embedded::EmbeddedBus>, life: Life, guard: PanicGuard) -> Self {
-        Self { kafka, embedded, producer: None, life, _guard: guard }
+    pub fn new(
+        kafka: KafkaConfig,
+        embedded: Option<crate::bus::embedded::EmbeddedBus>,
+        life: Life,
+        guard: PanicGuard,
+    ) -> Self {
+        Self {
+            kafka,
+            embedded,
+            producer: None,
+            life,
+            _guard: guard,
+        }
     }
 }
 
@@ -72,12 +83,21 @@ impl Handler<Produce> for ProducerActor {
         let metrics = self.life.shared.metrics.clone();
         Box::pin(async move {
             let Some(producer) = producer else {
-                return Err(StageError::transient("produce", "producer not connected yet"));
+                return Err(StageError::transient(
+                    "produce",
+                    "producer not connected yet",
+                ));
             };
             let t = Instant::now();
             let key = msg.0.key.clone();
-            let r = producer.send(msg.0).await.map_err(|e| StageError::transient("produce", e.to_string()))?;
-            metrics.stage_duration.with_label_values(&["produce"]).observe(t.elapsed().as_secs_f64());
+            let r = producer
+                .send(msg.0)
+                .await
+                .map_err(|e| StageError::transient("produce", e.to_string()))?;
+            metrics
+                .stage_duration
+                .with_label_values(&["produce"])
+                .observe(t.elapsed().as_secs_f64());
             metrics.batches_produced.with_label_values(&[&key]).inc();
             Ok(r)
         })

@@ -50,8 +50,17 @@ pub struct Root {
 
 impl Root {
     pub fn new(cfg: Config, role: Role, shared: Shared) -> Self {
-        let embedded = cfg.kafka.embedded().then(|| EmbeddedBus::new(cfg.kafka.partitions, cfg.kafka.embedded_capacity));
+        let embedded = cfg
+            .kafka
+            .embedded()
+            .then(|| EmbeddedBus::new(cfg.kafka.partitions, cfg.kafka.embedded_capacity));
         shared.metrics.config_generation.set(1);
+        // Known before any actor runs, so readiness lists every camera it still waits for.
+        if role.ingest() {
+            for cam in &cfg.cameras {
+                shared.status.camera_registered(&cam.id, &cam.url);
+            }
+        }
         Self {
             cfg,
             role,
@@ -69,7 +78,12 @@ impl Root {
     }
 
     fn life(&self, actor: &'static str, camera: Option<&str>) -> Life {
-        Life::new(actor, camera.map(str::to_string), self.shared.clone(), self.cfg.supervisor.backoff())
+        Life::new(
+            actor,
+            camera.map(str::to_string),
+            self.shared.clone(),
+            self.cfg.supervisor.backoff(),
+        )
     }
 
     fn guard(&self, unit: Unit, actor: &'static str, ctx: &mut Context<Self>) -> PanicGuard {
@@ -85,6 +99,7 @@ impl Root {
                 return;
             }
         };
+        self.shared.metrics.init_camera(&cam.id);
         let arbiter = Arbiter::new();
         let unit = Unit::Camera(cam.id.clone());
         let batcher = BatcherActor::new(
@@ -97,10 +112,23 @@ impl Root {
             self.guard(unit.clone(), "batcher", ctx),
         );
         let batcher = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| batcher);
-        let source = SourceActor::new(cam.clone(), url, batcher.clone(), self.life("source", Some(&cam.id)), self.guard(unit, "source", ctx));
+        let source = SourceActor::new(
+            cam.clone(),
+            url,
+            batcher.clone(),
+            self.life("source", Some(&cam.id)),
+            self.guard(unit, "source", ctx),
+        );
         let source = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| source);
         tracing::info!(camera = %cam.id, url = %crate::redact::url(&cam.url), "camera started");
-        self.cameras.insert(cam.id.clone(), CameraUnit { arbiter, source, batcher });
+        self.cameras.insert(
+            cam.id.clone(),
+            CameraUnit {
+                arbiter,
+                source,
+                batcher,
+            },
+        );
     }
 
     /// Stops a camera: its source at once, its batcher after flushing the partial batch.
@@ -129,10 +157,17 @@ impl Root {
         if let Some(old) = self.producer_addr.take() {
             old.do_send(Retire);
         }
-        let p = ProducerActor::new(self.cfg.kafka.clone(), self.embedded.clone(), self.life("producer", None), self.guard(Unit::Producer, "producer", ctx));
+        let p = ProducerActor::new(
+            self.cfg.kafka.clone(),
+            self.embedded.clone(),
+            self.life("producer", None),
+            self.guard(Unit::Producer, "producer", ctx),
+        );
         if self.embedded.is_none() {
             let kafka = self.cfg.kafka.clone();
-            actix::spawn(async move { crate::bus::kafka::KafkaProducer::ensure_topic(&kafka).await });
+            actix::spawn(
+                async move { crate::bus::kafka::KafkaProducer::ensure_topic(&kafka).await },
+            );
         }
         let addr = Supervisor::start_in_arbiter(&self.pipeline.handle(), move |_| p);
         self.producer.set(Some(addr.clone()));
@@ -143,9 +178,22 @@ impl Root {
         self.stop_process();
         let store: Arc<dyn ObjectStore> = Arc::new(FileStorage::new(&self.cfg.storage.path));
         let h = self.pipeline.handle();
-        let inference = InferenceActor::new(self.cfg.inference.clone(), self.life("inference", None), self.guard(Unit::Process, "inference", ctx));
-        let annotator = AnnotatorActor::new(self.cfg.annotator.clone(), self.life("annotator", None), self.guard(Unit::Process, "annotator", ctx));
-        let uploader = UploaderActor::new(store, self.cfg.storage.prefix.clone(), self.life("uploader", None), self.guard(Unit::Process, "uploader", ctx));
+        let inference = InferenceActor::new(
+            self.cfg.inference.clone(),
+            self.life("inference", None),
+            self.guard(Unit::Process, "inference", ctx),
+        );
+        let annotator = AnnotatorActor::new(
+            self.cfg.annotator.clone(),
+            self.life("annotator", None),
+            self.guard(Unit::Process, "annotator", ctx),
+        );
+        let uploader = UploaderActor::new(
+            store,
+            self.cfg.storage.prefix.clone(),
+            self.life("uploader", None),
+            self.guard(Unit::Process, "uploader", ctx),
+        );
         let inference = Supervisor::start_in_arbiter(&h, move |_| inference);
         let annotator = Supervisor::start_in_arbiter(&h, move |_| annotator);
         let uploader = Supervisor::start_in_arbiter(&h, move |_| uploader);
@@ -160,7 +208,12 @@ impl Root {
             self.guard(Unit::Process, "consumer", ctx),
         );
         let consumer = Supervisor::start_in_arbiter(&h, move |_| consumer);
-        self.process = Some(ProcessUnit { consumer, inference, annotator, uploader });
+        self.process = Some(ProcessUnit {
+            consumer,
+            inference,
+            annotator,
+            uploader,
+        });
     }
 
     fn stop_process(&mut self) {
@@ -191,7 +244,13 @@ impl Root {
         }
         if ingest {
             if diff.batch_changed {
-                restart = self.cfg.cameras.iter().filter(|c| old.cameras.iter().any(|o| o.id == c.id)).cloned().collect();
+                restart = self
+                    .cfg
+                    .cameras
+                    .iter()
+                    .filter(|c| old.cameras.iter().any(|o| o.id == c.id))
+                    .cloned()
+                    .collect();
             } else {
                 restart = diff.cameras_changed.clone();
             }
@@ -211,15 +270,26 @@ impl Root {
         }
         self.generation += 1;
         self.shared.status.set_generation(self.generation);
-        self.shared.metrics.config_generation.set(self.generation as i64);
+        self.shared
+            .metrics
+            .config_generation
+            .set(self.generation as i64);
         Ok(format!(
             "generation {}: {} camera(s) added, {} removed, {} restarted{}{}",
             self.generation,
             diff.cameras_added.len(),
             diff.cameras_removed.len(),
             restart.len(),
-            if diff.kafka_changed { ", bus clients restarted" } else { "" },
-            if diff.process_changed { ", process side restarted" } else { "" },
+            if diff.kafka_changed {
+                ", bus clients restarted"
+            } else {
+                ""
+            },
+            if diff.process_changed {
+                ", process side restarted"
+            } else {
+                ""
+            },
         ))
     }
 }
@@ -264,9 +334,19 @@ impl Handler<UnitPanicked> for Root {
             Unit::Camera(id) => Some(id.clone()),
             _ => None,
         };
-        tracing::error!(actor = msg.actor, camera = camera.as_deref().unwrap_or(""), "actor died by panic; rebuilding its unit");
-        self.shared.metrics.actor_restarts.with_label_values(&[msg.actor, camera.as_deref().unwrap_or("")]).inc();
-        self.shared.status.record_restart(msg.actor, camera.as_deref());
+        tracing::error!(
+            actor = msg.actor,
+            camera = camera.as_deref().unwrap_or(""),
+            "actor died by panic; rebuilding its unit"
+        );
+        self.shared
+            .metrics
+            .actor_restarts
+            .with_label_values(&[msg.actor, camera.as_deref().unwrap_or("")])
+            .inc();
+        self.shared
+            .status
+            .record_restart(msg.actor, camera.as_deref());
         match msg.unit {
             Unit::Camera(id) => {
                 if let Some(cam) = self.cfg.cameras.iter().find(|c| c.id == id).cloned() {
@@ -300,11 +380,17 @@ impl Handler<Shutdown> for Root {
                 u.batcher.do_send(Retire);
             });
         }
-        let (role, embedded, metrics) = (self.role, self.embedded.clone(), self.shared.metrics.clone());
+        let (role, embedded, metrics) = (
+            self.role,
+            self.embedded.clone(),
+            self.shared.metrics.clone(),
+        );
         let consumer = self.process.as_ref().map(|p| p.consumer.clone());
         Box::pin(
             async move {
-                let _ = tokio::time::timeout_at(deadline.into(), futures::future::join_all(flushes)).await;
+                let _ =
+                    tokio::time::timeout_at(deadline.into(), futures::future::join_all(flushes))
+                        .await;
                 if !role.process() {
                     return true;
                 }
@@ -317,7 +403,10 @@ impl Handler<Shutdown> for Root {
                         (Some(bus), _) => bus.uncommitted() == 0 && in_flight == 0,
                         (None, Role::All) => {
                             use crate::metrics::total;
-                            in_flight == 0 && total(&metrics.batches_stored) + total(&metrics.messages_rejected) >= total(&metrics.batches_produced)
+                            in_flight == 0
+                                && total(&metrics.batches_stored)
+                                    + total(&metrics.messages_rejected)
+                                    >= total(&metrics.batches_produced)
                         }
                         (None, _) => in_flight == 0,
                     };
@@ -325,7 +414,10 @@ impl Handler<Shutdown> for Root {
                         return true;
                     }
                     if Instant::now() >= deadline {
-                        tracing::warn!(in_flight, "shutdown grace period over; uncommitted batches will be redelivered");
+                        tracing::warn!(
+                            in_flight,
+                            "shutdown grace period over; uncommitted batches will be redelivered"
+                        );
                         return false;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -24,7 +24,12 @@ pub struct UploaderActor {
 
 impl UploaderActor {
     pub fn new(store: Arc<dyn ObjectStore>, prefix: String, life: Life, guard: PanicGuard) -> Self {
-        Self { store, prefix, life, _guard: guard }
+        Self {
+            store,
+            prefix,
+            life,
+            _guard: guard,
+        }
     }
 }
 
@@ -63,21 +68,37 @@ impl Handler<Store> for UploaderActor {
         Box::pin(async move {
             let t = Instant::now();
             let key = super::blocking("store", move || write_batch(&*store, &prefix, msg)).await?;
-            metrics.stage_duration.with_label_values(&["store"]).observe(t.elapsed().as_secs_f64());
+            metrics
+                .stage_duration
+                .with_label_values(&["store"])
+                .observe(t.elapsed().as_secs_f64());
             Ok(key)
         })
     }
 }
 
-fn write_batch(store: &dyn ObjectStore, prefix: &str, mut msg: Store) -> Result<String, StageError> {
+fn write_batch(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    mut msg: Store,
+) -> Result<String, StageError> {
     let b = &msg.batch;
-    let first = b.frames.first().map(|f| f.capture_time_us).unwrap_or_default();
+    let first = b
+        .frames
+        .first()
+        .map(|f| f.capture_time_us)
+        .unwrap_or_default();
     let err = |e: crate::storage::StorageError| StageError::transient("store", e.to_string());
     let t = Instant::now();
     let mut frames = Vec::with_capacity(b.frames.len());
     for (i, f) in b.frames.iter().enumerate() {
         let key = keys::frame_key(prefix, &b.camera_id, first, &b.batch_id, f.seq);
-        let jpeg = msg.annotated.get(i).ok_or_else(|| StageError::permanent("store", format!("batch {}: frame {i} was not annotated", b.batch_id)))?;
+        let jpeg = msg.annotated.get(i).ok_or_else(|| {
+            StageError::permanent(
+                "store",
+                format!("batch {}: frame {i} was not annotated", b.batch_id),
+            )
+        })?;
         store.put(&key, jpeg, "image/jpeg").map_err(err)?;
         frames.push(FrameResults {
             seq: f.seq,
@@ -109,7 +130,8 @@ fn write_batch(store: &dyn ObjectStore, prefix: &str, mut msg: Store) -> Result<
         timings_ms: msg.timings.clone(),
     };
     let key = keys::results_key(prefix, &b.camera_id, first, &b.batch_id);
-    let json = serde_json::to_vec_pretty(&doc).map_err(|e| StageError::permanent("store", e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&doc)
+        .map_err(|e| StageError::permanent("store", e.to_string()))?;
     store.put(&key, &json, "application/json").map_err(err)?;
     Ok(key)
 }

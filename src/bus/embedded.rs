@@ -36,7 +36,15 @@ pub struct EmbeddedBus {
 
 impl EmbeddedBus {
     pub fn new(partitions: i32, capacity: usize) -> Self {
-        let parts = (0..partitions.max(1)).map(|_| Mutex::new(Partition { base: 0, log: VecDeque::new(), committed: 0 })).collect();
+        let parts = (0..partitions.max(1))
+            .map(|_| {
+                Mutex::new(Partition {
+                    base: 0,
+                    log: VecDeque::new(),
+                    committed: 0,
+                })
+            })
+            .collect();
         Self {
             inner: Arc::new(Inner {
                 partitions: parts,
@@ -84,13 +92,27 @@ impl EmbeddedBus {
     /// older consumer stops receiving.
     pub fn consumer(&self) -> EmbeddedConsumer {
         let epoch = self.inner.consumer_epoch.fetch_add(1, Ordering::SeqCst) + 1;
-        let positions = self.inner.partitions.iter().map(|p| p.lock().committed).collect();
-        EmbeddedConsumer { bus: self.clone(), epoch, positions: Mutex::new(positions), next_partition: Mutex::new(0) }
+        let positions = self
+            .inner
+            .partitions
+            .iter()
+            .map(|p| p.lock().committed)
+            .collect();
+        EmbeddedConsumer {
+            bus: self.clone(),
+            epoch,
+            positions: Mutex::new(positions),
+            next_partition: Mutex::new(0),
+        }
     }
 
     /// Messages not yet committed, over all partitions.
     pub fn uncommitted(&self) -> usize {
-        self.inner.partitions.iter().map(|p| p.lock().log.len()).sum()
+        self.inner
+            .partitions
+            .iter()
+            .map(|p| p.lock().log.len())
+            .sum()
     }
 }
 
@@ -141,7 +163,9 @@ impl EmbeddedConsumer {
 
     /// Drops every message before `next_offset` in `partition`.
     pub fn commit(&self, partition: i32, next_offset: i64) {
-        let Some(part) = self.bus.inner.partitions.get(partition as usize) else { return };
+        let Some(part) = self.bus.inner.partitions.get(partition as usize) else {
+            return;
+        };
         let mut part = part.lock();
         if next_offset <= part.committed {
             return;
@@ -162,7 +186,11 @@ mod tests {
     use std::time::Duration;
 
     fn msg(key: &str, n: u8) -> Arc<OutMessage> {
-        Arc::new(OutMessage { key: key.into(), payload: vec![n], headers: vec![] })
+        Arc::new(OutMessage {
+            key: key.into(),
+            payload: vec![n],
+            headers: vec![],
+        })
     }
 
     /// Ensures one key's messages keep their order and offsets count up per partition.
@@ -173,7 +201,11 @@ mod tests {
         for n in 0..10 {
             offsets.push(bus.produce(msg("cam-a", n)).await.unwrap());
         }
-        assert!(offsets.windows(2).all(|w| w[0].0 == w[1].0 && w[1].1 == w[0].1 + 1));
+        assert!(
+            offsets
+                .windows(2)
+                .all(|w| w[0].0 == w[1].0 && w[1].1 == w[0].1 + 1)
+        );
         let c = bus.consumer();
         for n in 0..10 {
             assert_eq!(c.recv().await.unwrap().payload, vec![n]);
@@ -189,7 +221,10 @@ mod tests {
         let b2 = bus.clone();
         let third = tokio::spawn(async move { b2.produce(msg("k", 2)).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!third.is_finished(), "producer must wait while the partition is full");
+        assert!(
+            !third.is_finished(),
+            "producer must wait while the partition is full"
+        );
         let c = bus.consumer();
         let d = c.recv().await.unwrap();
         c.commit(d.partition, d.offset + 1);
@@ -209,7 +244,10 @@ mod tests {
         c.commit(0, first.offset + 1);
         let _ = c.recv().await.unwrap();
         let c2 = bus.consumer();
-        assert!(matches!(c.recv().await, Err(BusError::Closed)), "old member is fenced");
+        assert!(
+            matches!(c.recv().await, Err(BusError::Closed)),
+            "old member is fenced"
+        );
         assert_eq!(c2.recv().await.unwrap().payload, vec![1]);
     }
 }

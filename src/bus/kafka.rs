@@ -48,12 +48,18 @@ impl KafkaProducer {
     pub fn new(cfg: &KafkaConfig) -> Result<Self, BusError> {
         let secrets = secrets_of(cfg);
         let mut c = ClientConfig::new();
-        c.set("enable.idempotence", "true").set("acks", "all").set("message.max.bytes", "8000000");
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.max.bytes", "8000000");
         for (k, v) in base_config(cfg).config_map() {
             c.set(k, v);
         }
         let inner: FutureProducer = c.create().map_err(|e| err(&secrets, e))?;
-        Ok(Self { inner, topic: cfg.topic.clone(), secrets })
+        Ok(Self {
+            inner,
+            topic: cfg.topic.clone(),
+            secrets,
+        })
     }
 
     /// Creates the topic with `kafka.partitions` partitions when it does not exist yet. Brokers that
@@ -62,14 +68,24 @@ impl KafkaProducer {
         let admin: Result<AdminClient<_>, _> = base_config(cfg).create();
         let Ok(admin) = admin else { return };
         let topic = NewTopic::new(&cfg.topic, cfg.partitions, TopicReplication::Fixed(-1));
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5))).request_timeout(Some(Duration::from_secs(5)));
-        match tokio::time::timeout(Duration::from_secs(8), admin.create_topics([&topic], &opts)).await {
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(5)))
+            .request_timeout(Some(Duration::from_secs(5)));
+        match tokio::time::timeout(Duration::from_secs(8), admin.create_topics([&topic], &opts))
+            .await
+        {
             Ok(Ok(results)) => {
                 for r in results {
                     match r {
-                        Ok(t) => tracing::info!(topic = %t, partitions = cfg.partitions, "created Kafka topic"),
-                        Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => tracing::debug!(topic = %t, "topic exists"),
-                        Err((t, code)) => tracing::warn!(topic = %t, "could not create the topic ({code}); create it yourself if the broker does not auto-create"),
+                        Ok(t) => {
+                            tracing::info!(topic = %t, partitions = cfg.partitions, "created Kafka topic")
+                        }
+                        Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                            tracing::debug!(topic = %t, "topic exists")
+                        }
+                        Err((t, code)) => {
+                            tracing::warn!(topic = %t, "could not create the topic ({code}); create it yourself if the broker does not auto-create")
+                        }
                     }
                 }
             }
@@ -81,9 +97,15 @@ impl KafkaProducer {
     pub async fn send(&self, msg: &OutMessage) -> Result<(i32, i64), BusError> {
         let mut headers = OwnedHeaders::new_with_capacity(msg.headers.len());
         for (k, v) in &msg.headers {
-            headers = headers.insert(Header { key: k, value: Some(v) });
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
         }
-        let record = FutureRecord::to(&self.topic).key(&msg.key).payload(&msg.payload).headers(headers);
+        let record = FutureRecord::to(&self.topic)
+            .key(&msg.key)
+            .payload(&msg.payload)
+            .headers(headers);
         match self.inner.send(record, Timeout::Never).await {
             Ok(d) => Ok((d.partition, d.offset)),
             Err((e, _)) => Err(err(&self.secrets, e)),
@@ -103,21 +125,34 @@ impl KafkaConsumer {
     pub fn new(cfg: &KafkaConfig) -> Result<Self, BusError> {
         let secrets = secrets_of(cfg);
         let mut c = ClientConfig::new();
-        c.set("auto.offset.reset", "earliest").set("partition.assignment.strategy", "cooperative-sticky");
+        c.set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky");
         for (k, v) in base_config(cfg).config_map() {
             c.set(k, v);
         }
-        c.set("group.id", &cfg.group_id).set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
+        c.set("group.id", &cfg.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
         let inner: StreamConsumer = c.create().map_err(|e| err(&secrets, e))?;
-        inner.subscribe(&[&cfg.topic]).map_err(|e| err(&secrets, e))?;
-        Ok(Self { inner, topic: cfg.topic.clone(), secrets })
+        inner
+            .subscribe(&[&cfg.topic])
+            .map_err(|e| err(&secrets, e))?;
+        Ok(Self {
+            inner,
+            topic: cfg.topic.clone(),
+            secrets,
+        })
     }
 
     pub async fn recv(&self) -> Result<Delivery, BusError> {
         let m = self.inner.recv().await.map_err(|e| err(&self.secrets, e))?;
         let headers = m
             .headers()
-            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(Delivery {
             partition: m.partition(),
@@ -130,7 +165,10 @@ impl KafkaConsumer {
 
     pub fn commit(&self, partition: i32, next_offset: i64) -> Result<(), BusError> {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next_offset)).map_err(|e| err(&self.secrets, e))?;
-        self.inner.commit(&tpl, CommitMode::Async).map_err(|e| err(&self.secrets, e))
+        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next_offset))
+            .map_err(|e| err(&self.secrets, e))?;
+        self.inner
+            .commit(&tpl, CommitMode::Async)
+            .map_err(|e| err(&self.secrets, e))
     }
 }

@@ -12,7 +12,10 @@ pub struct Watermarks {
 impl Watermarks {
     /// Records that `offset` of `partition` is now in flight.
     pub fn begin(&mut self, partition: i32, offset: i64) {
-        self.partitions.entry(partition).or_default().insert(offset, false);
+        self.partitions
+            .entry(partition)
+            .or_default()
+            .insert(offset, false);
     }
 
     /// Records that `offset` is durable. Returns the next offset to commit when the watermark moved.
@@ -34,7 +37,10 @@ impl Watermarks {
 
     /// Batches in flight over all partitions.
     pub fn in_flight(&self) -> usize {
-        self.partitions.values().map(|p| p.values().filter(|d| !**d).count()).sum()
+        self.partitions
+            .values()
+            .map(|p| p.values().filter(|d| !**d).count())
+            .sum()
     }
 }
 

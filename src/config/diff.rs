@@ -37,7 +37,9 @@ impl ConfigDiff {
         }
         d.batch_changed = old.batch != new.batch;
         d.kafka_changed = old.kafka != new.kafka;
-        d.process_changed = old.inference != new.inference || old.annotator != new.annotator || old.storage != new.storage;
+        d.process_changed = old.inference != new.inference
+            || old.annotator != new.annotator
+            || old.storage != new.storage;
         d.supervisor_changed = old.supervisor != new.supervisor;
         d.http_changed = old.http != new.http;
         d
@@ -59,11 +61,24 @@ mod tests {
         let mut new = old.clone();
         new.cameras[1].sample_fps = 2.0;
         new.cameras.remove(0);
-        new.cameras.push(CameraConfig::synthetic("cam-3", "synthetic://?seed=3"));
+        new.cameras
+            .push(CameraConfig::synthetic("cam-3", "synthetic://?seed=3"));
         let d = ConfigDiff::between(&old, &new);
         assert_eq!(d.cameras_removed, vec!["cam-1".to_string()]);
-        assert_eq!(d.cameras_changed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec!["cam-2"]);
-        assert_eq!(d.cameras_added.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec!["cam-3"]);
+        assert_eq!(
+            d.cameras_changed
+                .iter()
+                .map(|c| c.id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["cam-2"]
+        );
+        assert_eq!(
+            d.cameras_added
+                .iter()
+                .map(|c| c.id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["cam-3"]
+        );
         assert!(!d.batch_changed && !d.kafka_changed && !d.process_changed);
         assert!(ConfigDiff::between(&old, &old).is_empty());
     }

@@ -26,7 +26,12 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{}: {} problem(s) in the configuration", self.source, self.problems.len())?;
+        writeln!(
+            f,
+            "{}: {} problem(s) in the configuration",
+            self.source,
+            self.problems.len()
+        )?;
         for p in &self.problems {
             if p.key.is_empty() {
                 writeln!(f, "  {}: {}", self.source, p.message)?;
@@ -50,7 +55,10 @@ pub fn load(path: Option<&Path>, role: Role) -> Result<Config, ConfigError> {
             let name = p.display().to_string();
             let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
                 source: name.clone(),
-                problems: vec![Problem { key: String::new(), message: format!("cannot read the file: {e}") }],
+                problems: vec![Problem {
+                    key: String::new(),
+                    message: format!("cannot read the file: {e}"),
+                }],
             })?;
             load_str(&text, &name, role, &env)
         }
@@ -58,8 +66,16 @@ pub fn load(path: Option<&Path>, role: Role) -> Result<Config, ConfigError> {
 }
 
 /// Loads a config from TOML text. `env` supplies both `${VAR}` values and `FRAMEWIRE__…` overrides.
-pub fn load_str(text: &str, source: &str, role: Role, env: &[(String, String)]) -> Result<Config, ConfigError> {
-    let fail = |problems: Vec<Problem>| ConfigError { source: source.to_string(), problems };
+pub fn load_str(
+    text: &str,
+    source: &str,
+    role: Role,
+    env: &[(String, String)],
+) -> Result<Config, ConfigError> {
+    let fail = |problems: Vec<Problem>| ConfigError {
+        source: source.to_string(),
+        problems,
+    };
     let text = interpolate_values(text, env).map_err(fail)?;
 
     let overrides: config::Map<String, String> = env
@@ -81,7 +97,12 @@ pub fn load_str(text: &str, source: &str, role: Role, env: &[(String, String)]) 
                 .source(Some(overrides)),
         )
         .build()
-        .map_err(|e| fail(vec![Problem { key: String::new(), message: e.to_string() }]))?;
+        .map_err(|e| {
+            fail(vec![Problem {
+                key: String::new(),
+                message: e.to_string(),
+            }])
+        })?;
 
     let mut problems = Vec::new();
     let mut unknown = Vec::new();
@@ -89,7 +110,10 @@ pub fn load_str(text: &str, source: &str, role: Role, env: &[(String, String)]) 
     let de = serde_ignored::Deserializer::new(built, &mut track);
     let parsed: Result<Config, _> = serde_path_to_error::deserialize(de);
     for key in unknown {
-        problems.push(Problem { key: bracket_indices(&key), message: "unknown key (see etc/framewire.toml for the keys there are)".into() });
+        problems.push(Problem {
+            key: bracket_indices(&key),
+            message: "unknown key (see etc/framewire.toml for the keys there are)".into(),
+        });
     }
     let cfg = match parsed {
         Ok(cfg) => Some(cfg),
@@ -129,10 +153,19 @@ fn bracket_indices(path: &str) -> String {
 /// `config` reports a missing field as `missing configuration field "cameras[0]url"`; name the
 /// full key instead.
 fn missing_field(parent: &str, message: &str) -> Option<Problem> {
-    let quoted = message.strip_prefix("missing configuration field \"")?.strip_suffix('"')?;
+    let quoted = message
+        .strip_prefix("missing configuration field \"")?
+        .strip_suffix('"')?;
     let field = quoted.rsplit([']', '.']).next().filter(|f| !f.is_empty())?;
-    let key = if parent.is_empty() { field.to_string() } else { format!("{parent}.{field}") };
-    Some(Problem { key, message: "required key is missing".into() })
+    let key = if parent.is_empty() {
+        field.to_string()
+    } else {
+        format!("{parent}.{field}")
+    };
+    Some(Problem {
+        key,
+        message: "required key is missing".into(),
+    })
 }
 
 /// `config`'s messages repeat the key; keep only what went wrong.
@@ -147,7 +180,12 @@ fn tidy(msg: &str) -> String {
 /// returns the TOML text again for the layered loader. A syntax error, or an unset variable, is a
 /// problem naming where it is (the key; for an unset variable its name, never a value).
 fn interpolate_values(text: &str, env: &[(String, String)]) -> Result<String, Vec<Problem>> {
-    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| vec![Problem { key: String::new(), message: e.to_string().trim().to_string() }])?;
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        vec![Problem {
+            key: String::new(),
+            message: e.to_string().trim().to_string(),
+        }]
+    })?;
     let mut problems = Vec::new();
     for (k, v) in table.iter_mut() {
         interpolate_value(k, v, env, &mut problems);
@@ -155,14 +193,27 @@ fn interpolate_values(text: &str, env: &[(String, String)]) -> Result<String, Ve
     if !problems.is_empty() {
         return Err(problems);
     }
-    toml::to_string(&table).map_err(|e| vec![Problem { key: String::new(), message: e.to_string() }])
+    toml::to_string(&table).map_err(|e| {
+        vec![Problem {
+            key: String::new(),
+            message: e.to_string(),
+        }]
+    })
 }
 
-fn interpolate_value(path: &str, v: &mut toml::Value, env: &[(String, String)], problems: &mut Vec<Problem>) {
+fn interpolate_value(
+    path: &str,
+    v: &mut toml::Value,
+    env: &[(String, String)],
+    problems: &mut Vec<Problem>,
+) {
     match v {
         toml::Value::String(s) => match interpolate(s, env) {
             Ok(new) => *s = new,
-            Err(message) => problems.push(Problem { key: path.to_string(), message }),
+            Err(message) => problems.push(Problem {
+                key: path.to_string(),
+                message,
+            }),
         },
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -191,9 +242,14 @@ fn interpolate(s: &str, env: &[(String, String)]) -> Result<String, String> {
         }
         out.push_str(&rest[..i]);
         let after = &rest[i + 2..];
-        let end = after.find('}').ok_or("unterminated ${ (write $${ for a literal ${)")?;
+        let end = after
+            .find('}')
+            .ok_or("unterminated ${ (write $${ for a literal ${)")?;
         let name = &after[..end];
-        let (_, value) = env.iter().find(|(k, _)| k == name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+        let (_, value) = env
+            .iter()
+            .find(|(k, _)| k == name)
+            .ok_or_else(|| format!("environment variable {name} is not set"))?;
         out.push_str(value);
         rest = &after[end + 1..];
     }
@@ -207,87 +263,168 @@ fn validate(cfg: &Config, role: Role) -> Vec<Problem> {
     let mut add = |key: String, message: String| p.push(Problem { key, message });
     let mut ids = HashSet::new();
     if role.ingest() && cfg.cameras.is_empty() {
-        add("cameras".into(), format!("role {role:?} needs at least one [[cameras]] entry").to_lowercase());
+        add(
+            "cameras".into(),
+            format!("role {role:?} needs at least one [[cameras]] entry").to_lowercase(),
+        );
     }
     for (i, cam) in cfg.cameras.iter().enumerate() {
         let key = |k: &str| format!("cameras[{i}].{k}");
-        if cam.id.is_empty() || cam.id.len() > 64 || !cam.id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-            add(key("id"), format!("{:?} must be 1–64 characters of A–Z, a–z, 0–9, '.', '_' or '-'", cam.id));
+        if cam.id.is_empty()
+            || cam.id.len() > 64
+            || !cam
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            add(
+                key("id"),
+                format!(
+                    "{:?} must be 1–64 characters of A–Z, a–z, 0–9, '.', '_' or '-'",
+                    cam.id
+                ),
+            );
         } else if !ids.insert(cam.id.as_str()) {
-            add(key("id"), format!("{:?} is used by another camera; ids must be unique", cam.id));
+            add(
+                key("id"),
+                format!("{:?} is used by another camera; ids must be unique", cam.id),
+            );
         }
         let src = SourceUrl::parse(&cam.url);
         if let Err(e) = &src {
-            add(key("url"), format!("{} ({})", e, crate::redact::url(&cam.url)));
+            add(
+                key("url"),
+                format!("{} ({})", e, crate::redact::url(&cam.url)),
+            );
         }
         if !(cam.sample_fps > 0.0 && cam.sample_fps <= 120.0) {
-            add(key("sample_fps"), format!("{} must be above 0 and at most 120", cam.sample_fps));
+            add(
+                key("sample_fps"),
+                format!("{} must be above 0 and at most 120", cam.sample_fps),
+            );
         }
         for (k, v) in [("width", cam.width), ("height", cam.height)] {
             if !(16..=7680).contains(&v) || v % 2 != 0 {
-                add(key(k), format!("{v} must be an even number from 16 to 7680"));
+                add(
+                    key(k),
+                    format!("{v} must be an even number from 16 to 7680"),
+                );
             }
         }
         if !(1..=100).contains(&cam.jpeg_quality) {
-            add(key("jpeg_quality"), format!("{} must be from 1 to 100", cam.jpeg_quality));
+            add(
+                key("jpeg_quality"),
+                format!("{} must be from 1 to 100", cam.jpeg_quality),
+            );
         }
     }
     if !(1..=1000).contains(&cfg.batch.frames) {
-        add("batch.frames".into(), format!("{} must be from 1 to 1000", cfg.batch.frames));
+        add(
+            "batch.frames".into(),
+            format!("{} must be from 1 to 1000", cfg.batch.frames),
+        );
     }
     if cfg.batch.max_wait.is_zero() {
         add("batch.max_wait".into(), "must be above zero".into());
     }
     let k = &cfg.kafka;
     if k.brokers.trim().is_empty() {
-        add("kafka.brokers".into(), "must be \"embedded\" or a list of host:port".into());
+        add(
+            "kafka.brokers".into(),
+            "must be \"embedded\" or a list of host:port".into(),
+        );
     } else if k.embedded() && role != Role::All {
-        add("kafka.brokers".into(), format!("the embedded bus lives inside one process; role {role:?} needs a Kafka broker").to_lowercase());
+        add(
+            "kafka.brokers".into(),
+            format!(
+                "the embedded bus lives inside one process; role {role:?} needs a Kafka broker"
+            )
+            .to_lowercase(),
+        );
     }
-    if k.topic.is_empty() || k.topic.len() > 249 || !k.topic.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-        add("kafka.topic".into(), format!("{:?} is not a valid Kafka topic name", k.topic));
+    if k.topic.is_empty()
+        || k.topic.len() > 249
+        || !k
+            .topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        add(
+            "kafka.topic".into(),
+            format!("{:?} is not a valid Kafka topic name", k.topic),
+        );
     }
     if !(1..=10_000).contains(&k.partitions) {
-        add("kafka.partitions".into(), format!("{} must be from 1 to 10000", k.partitions));
+        add(
+            "kafka.partitions".into(),
+            format!("{} must be from 1 to 10000", k.partitions),
+        );
     }
     if k.group_id.is_empty() {
         add("kafka.group_id".into(), "must not be empty".into());
     }
     if !(1..=1024).contains(&k.max_in_flight) {
-        add("kafka.max_in_flight".into(), format!("{} must be from 1 to 1024", k.max_in_flight));
+        add(
+            "kafka.max_in_flight".into(),
+            format!("{} must be from 1 to 1024", k.max_in_flight),
+        );
     }
     if k.embedded_capacity == 0 {
-        add("kafka.embedded_capacity".into(), "must be above zero".into());
+        add(
+            "kafka.embedded_capacity".into(),
+            "must be above zero".into(),
+        );
     }
     for reserved in ["enable.auto.commit", "group.id", "bootstrap.servers"] {
         if k.librdkafka.contains_key(reserved) {
-            add(format!("kafka.librdkafka.\"{reserved}\""), "is set by framewire itself; use the [kafka] key instead".into());
+            add(
+                format!("kafka.librdkafka.\"{reserved}\""),
+                "is set by framewire itself; use the [kafka] key instead".into(),
+            );
         }
     }
     if cfg.inference.timeout.is_zero() {
         add("inference.timeout".into(), "must be above zero".into());
     }
     if !(1..=64).contains(&cfg.inference.workers) {
-        add("inference.workers".into(), format!("{} must be from 1 to 64", cfg.inference.workers));
+        add(
+            "inference.workers".into(),
+            format!("{} must be from 1 to 64", cfg.inference.workers),
+        );
     }
     if !(0.0..1.0).contains(&cfg.inference.min_area_fraction) {
-        add("inference.min_area_fraction".into(), "must be from 0 up to (not including) 1".into());
+        add(
+            "inference.min_area_fraction".into(),
+            "must be from 0 up to (not including) 1".into(),
+        );
     }
     if !(1..=64).contains(&cfg.annotator.workers) {
-        add("annotator.workers".into(), format!("{} must be from 1 to 64", cfg.annotator.workers));
+        add(
+            "annotator.workers".into(),
+            format!("{} must be from 1 to 64", cfg.annotator.workers),
+        );
     }
     if !(1..=100).contains(&cfg.annotator.jpeg_quality) {
-        add("annotator.jpeg_quality".into(), format!("{} must be from 1 to 100", cfg.annotator.jpeg_quality));
+        add(
+            "annotator.jpeg_quality".into(),
+            format!("{} must be from 1 to 100", cfg.annotator.jpeg_quality),
+        );
     }
     if role.process() && cfg.storage.path.is_empty() {
         add("storage.path".into(), "must name a directory".into());
     }
     if cfg.storage.prefix.starts_with('/') || cfg.storage.prefix.ends_with('/') {
-        add("storage.prefix".into(), format!("{:?} must not start or end with '/'", cfg.storage.prefix));
+        add(
+            "storage.prefix".into(),
+            format!("{:?} must not start or end with '/'", cfg.storage.prefix),
+        );
     }
     let s = &cfg.supervisor;
     if s.backoff_initial.is_zero() || s.backoff_max < s.backoff_initial {
-        add("supervisor.backoff_max".into(), "backoff_initial must be above zero and backoff_max at least backoff_initial".into());
+        add(
+            "supervisor.backoff_max".into(),
+            "backoff_initial must be above zero and backoff_max at least backoff_initial".into(),
+        );
     }
     p
 }
@@ -333,7 +470,11 @@ mod tests {
         let e = load("[[cameras]]\nid = \"a\"\n").unwrap_err();
         assert_eq!(e.problems.len(), 1, "{e}");
         assert_eq!(e.problems[0].key, "cameras[0].url", "{e}");
-        assert!(e.to_string().contains("test.toml: cameras[0].url: required key is missing"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("test.toml: cameras[0].url: required key is missing"),
+            "{e}"
+        );
     }
 
     /// Ensures semantic problems are all reported at once, each with its key.
@@ -342,7 +483,13 @@ mod tests {
         let text = "[[cameras]]\nid = \"a\"\nurl = \"synthetic://\"\nsample_fps = 0\n[[cameras]]\nid = \"a\"\nurl = \"ftp://x\"\njpeg_quality = 101\n[batch]\nframes = 0\n";
         let e = load(text).unwrap_err();
         let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
-        for k in ["cameras[0].sample_fps", "cameras[1].id", "cameras[1].url", "cameras[1].jpeg_quality", "batch.frames"] {
+        for k in [
+            "cameras[0].sample_fps",
+            "cameras[1].id",
+            "cameras[1].url",
+            "cameras[1].jpeg_quality",
+            "batch.frames",
+        ] {
             assert!(keys.contains(&k), "{k} missing from {e}");
         }
     }
@@ -353,11 +500,24 @@ mod tests {
         let env = vec![("TOPIC".to_string(), "frames.x".to_string())];
         let cfg = load_str("[kafka]\ntopic = \"${TOPIC}\"\n", "t", Role::All, &env).unwrap();
         assert_eq!(cfg.kafka.topic, "frames.x");
-        let e = load_str("# ${IN_A_COMMENT}\n[kafka]\ntopic = \"${NOPE}\"\n", "t", Role::All, &env).unwrap_err();
+        let e = load_str(
+            "# ${IN_A_COMMENT}\n[kafka]\ntopic = \"${NOPE}\"\n",
+            "t",
+            Role::All,
+            &env,
+        )
+        .unwrap_err();
         assert_eq!(e.problems.len(), 1, "comments are not interpolated: {e}");
-        assert!(e.to_string().contains("t: kafka.topic: environment variable NOPE is not set"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("t: kafka.topic: environment variable NOPE is not set"),
+            "{e}"
+        );
         let cfg = load_str("[kafka]\ntopic = \"a$${b}\"\n", "t", Role::All, &env);
-        assert!(cfg.is_err(), "literal ${{ is not a valid topic, but it must have been kept literally");
+        assert!(
+            cfg.is_err(),
+            "literal ${{ is not a valid topic, but it must have been kept literally"
+        );
     }
 
     /// Ensures FRAMEWIRE__SECTION__KEY overrides the file.

@@ -55,8 +55,14 @@ impl Default for Config {
         Self {
             http: HttpConfig::default(),
             cameras: vec![
-                CameraConfig::synthetic("cam-1", "synthetic://?size=640x480&fps=25&objects=3&seed=1"),
-                CameraConfig::synthetic("cam-2", "synthetic://?size=640x480&fps=25&objects=3&seed=2"),
+                CameraConfig::synthetic(
+                    "cam-1",
+                    "synthetic://?size=640x480&fps=25&objects=3&seed=1",
+                ),
+                CameraConfig::synthetic(
+                    "cam-2",
+                    "synthetic://?size=640x480&fps=25&objects=3&seed=2",
+                ),
             ],
             batch: BatchConfig::default(),
             kafka: KafkaConfig::default(),
@@ -77,7 +83,9 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
     }
 }
 
@@ -139,7 +147,10 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { frames: 25, max_wait: Duration::from_secs(10) }
+        Self {
+            frames: 25,
+            max_wait: Duration::from_secs(10),
+        }
     }
 }
 
@@ -226,7 +237,10 @@ pub struct AnnotatorConfig {
 
 impl Default for AnnotatorConfig {
     fn default() -> Self {
-        Self { workers: 2, jpeg_quality: 85 }
+        Self {
+            workers: 2,
+            jpeg_quality: 85,
+        }
     }
 }
 
@@ -249,7 +263,11 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { kind: StorageKind::File, path: "./framewire-out".into(), prefix: String::new() }
+        Self {
+            kind: StorageKind::File,
+            path: "./framewire-out".into(),
+            prefix: String::new(),
+        }
     }
 }
 
@@ -309,15 +327,25 @@ impl SourceUrl {
                             scene.height = h.parse().map_err(|_| bad("WIDTHxHEIGHT"))?;
                         }
                         "fps" => scene.fps = v.parse().map_err(|_| bad("a whole number"))?,
-                        "objects" => scene.objects = v.parse().map_err(|_| bad("a whole number"))?,
+                        "objects" => {
+                            scene.objects = v.parse().map_err(|_| bad("a whole number"))?
+                        }
                         "seed" => scene.seed = v.parse().map_err(|_| bad("a whole number"))?,
-                        _ => return Err(format!("unknown synthetic parameter {k:?} (known: size, fps, objects, seed)")),
+                        _ => {
+                            return Err(format!(
+                                "unknown synthetic parameter {k:?} (known: size, fps, objects, seed)"
+                            ));
+                        }
                     }
                 }
-                crate::media::synthetic::SyntheticCamera::validate(&scene).map_err(|e| e.to_string())?;
+                crate::media::synthetic::SyntheticCamera::validate(&scene)
+                    .map_err(|e| e.to_string())?;
                 Ok(SourceUrl::Synthetic(scene))
             }
-            "rtsp" | "rtsps" | "file" => Err(format!("scheme {:?} is not supported by this build yet (synthetic:// only)", u.scheme())),
+            "rtsp" | "rtsps" | "file" => Err(format!(
+                "scheme {:?} is not supported by this build yet (synthetic:// only)",
+                u.scheme()
+            )),
             other => Err(format!("unknown scheme {other:?}: expected synthetic://")),
         }
     }

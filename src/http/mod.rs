@@ -21,17 +21,22 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(s: web::Data<HttpState>) -> HttpResponse {
-    let reasons = s.status.not_ready_reasons(s.role.ingest(), s.role.process());
+    let reasons = s
+        .status
+        .not_ready_reasons(s.role.ingest(), s.role.process());
     if reasons.is_empty() {
         HttpResponse::Ok().json(serde_json::json!({"ready": true}))
     } else {
-        HttpResponse::ServiceUnavailable().json(serde_json::json!({"ready": false, "reasons": reasons}))
+        HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"ready": false, "reasons": reasons}))
     }
 }
 
 async fn metrics(s: web::Data<HttpState>) -> HttpResponse {
     s.metrics.uptime.set(s.status.uptime().as_secs_f64());
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(s.metrics.render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(s.metrics.render())
 }
 
 async fn status(s: web::Data<HttpState>) -> HttpResponse {
@@ -42,7 +47,10 @@ async fn status(s: web::Data<HttpState>) -> HttpResponse {
 
 /// Binds `listen` and starts serving; returns the server handle and the bound address (useful
 /// with port 0).
-pub fn start(listen: SocketAddr, state: HttpState) -> std::io::Result<(actix_web::dev::ServerHandle, SocketAddr)> {
+pub fn start(
+    listen: SocketAddr,
+    state: HttpState,
+) -> std::io::Result<(actix_web::dev::ServerHandle, SocketAddr)> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))

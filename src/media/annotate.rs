@@ -304,7 +304,12 @@ mod tests {
         let mut rgb = grey(w, h);
         Annotator::new()
             .unwrap()
-            .draw(w as u32, h as u32, &mut rgb, &[det("red", [100.0, 80.0, 260.0, 200.0])])
+            .draw(
+                w as u32,
+                h as u32,
+                &mut rgb,
+                &[det("red", [100.0, 80.0, 260.0, 200.0])],
+            )
             .unwrap();
         for x in 98..262 {
             for y in [78, 79, 200, 201] {
@@ -327,7 +332,11 @@ mod tests {
                 assert_eq!(px(&rgb, w, 259, y), GREY, "inside right ({y})");
             }
         }
-        assert_eq!(px(&rgb, w, 250, 77), GREY, "above the outline, right of the tag");
+        assert_eq!(
+            px(&rgb, w, 250, 77),
+            GREY,
+            "above the outline, right of the tag"
+        );
     }
 
     /// The tag sits above the box in the class colour and holds rendered (white) text.

@@ -35,7 +35,11 @@ pub trait FrameSource: Send {
 
 /// Opens sources for cameras.
 pub trait SourceOpener: Send + Sync + 'static {
-    fn open(&self, camera: &CameraConfig, url: &SourceUrl) -> Result<Box<dyn FrameSource>, SourceError>;
+    fn open(
+        &self,
+        camera: &CameraConfig,
+        url: &SourceUrl,
+    ) -> Result<Box<dyn FrameSource>, SourceError>;
 }
 
 /// The opener of the product: each URL scheme to its source.
@@ -43,15 +47,24 @@ pub trait SourceOpener: Send + Sync + 'static {
 pub struct DefaultOpener;
 
 impl SourceOpener for DefaultOpener {
-    fn open(&self, camera: &CameraConfig, url: &SourceUrl) -> Result<Box<dyn FrameSource>, SourceError> {
+    fn open(
+        &self,
+        camera: &CameraConfig,
+        url: &SourceUrl,
+    ) -> Result<Box<dyn FrameSource>, SourceError> {
         match url {
-            SourceUrl::Synthetic(scene) => Ok(Box::new(SyntheticSource::new(&camera.id, scene.clone())?)),
+            SourceUrl::Synthetic(scene) => {
+                Ok(Box::new(SyntheticSource::new(&camera.id, scene.clone())?))
+            }
         }
     }
 }
 
 pub fn now_us() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 /// The synthetic camera as a live source: renders and encodes in real time at its fps.
@@ -67,8 +80,17 @@ impl SyntheticSource {
     pub fn new(camera: &str, scene: SceneConfig) -> Result<Self, SourceError> {
         let size = (scene.width, scene.height);
         let period = Duration::from_secs_f64(1.0 / scene.fps.max(1) as f64);
-        let cam = SyntheticCamera::new(scene).map_err(|e| SourceError::Open { camera: camera.into(), reason: e.to_string() })?;
-        Ok(Self { camera: camera.into(), cam, size, period, next_due: None })
+        let cam = SyntheticCamera::new(scene).map_err(|e| SourceError::Open {
+            camera: camera.into(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            camera: camera.into(),
+            cam,
+            size,
+            period,
+            next_due: None,
+        })
     }
 }
 
@@ -82,8 +104,16 @@ impl FrameSource for SyntheticSource {
         // A slow consumer of this source must not make it burst to catch up.
         self.next_due = Some((due + self.period).max(Instant::now() - self.period));
         let capture_us = now_us();
-        let f = self.cam.next_frame().map_err(|e| SourceError::Read { camera: self.camera.clone(), reason: e.to_string() })?;
-        Ok(Some(EncodedUnit { annexb: f.annexb, capture_us, truth: f.truth, source_size: self.size }))
+        let f = self.cam.next_frame().map_err(|e| SourceError::Read {
+            camera: self.camera.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Some(EncodedUnit {
+            annexb: f.annexb,
+            capture_us,
+            truth: f.truth,
+            source_size: self.size,
+        }))
     }
 }
 
@@ -97,7 +127,10 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(sample_fps: f64) -> Self {
-        Self { period_us: (1e6 / sample_fps.max(1e-3)) as i64, next_due: None }
+        Self {
+            period_us: (1e6 / sample_fps.max(1e-3)) as i64,
+            next_due: None,
+        }
     }
 
     pub fn keep(&mut self, capture_us: i64) -> bool {
@@ -105,7 +138,11 @@ impl Sampler {
             Some(due) if capture_us < due - self.period_us / 20 => false,
             Some(due) => {
                 let next = due + self.period_us;
-                self.next_due = Some(if capture_us >= next { capture_us + self.period_us } else { next });
+                self.next_due = Some(if capture_us >= next {
+                    capture_us + self.period_us
+                } else {
+                    next
+                });
                 true
             }
             None => {
@@ -124,7 +161,10 @@ mod tests {
     #[test]
     fn samples_to_rate() {
         let mut s = Sampler::new(5.0);
-        let kept: Vec<i64> = (0..100).map(|i| i * 40_000).filter(|t| s.keep(*t)).collect();
+        let kept: Vec<i64> = (0..100)
+            .map(|i| i * 40_000)
+            .filter(|t| s.keep(*t))
+            .collect();
         assert_eq!(kept.len(), 20);
         assert!(kept.windows(2).all(|w| w[1] - w[0] == 200_000), "{kept:?}");
     }
@@ -133,7 +173,10 @@ mod tests {
     #[test]
     fn keeps_all_when_rate_is_high() {
         let mut s = Sampler::new(25.0);
-        let kept = (0..100).map(|i| i * 40_000 + (i % 3) * 700).filter(|t| s.keep(*t)).count();
+        let kept = (0..100)
+            .map(|i| i * 40_000 + (i % 3) * 700)
+            .filter(|t| s.keep(*t))
+            .count();
         assert_eq!(kept, 100);
     }
 }

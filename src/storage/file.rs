@@ -18,7 +18,10 @@ impl FileStorage {
     fn path_of(&self, key: &str) -> Result<PathBuf, StorageError> {
         let rel = Path::new(key);
         if key.is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(StorageError::BadKey { key: key.into(), reason: "must be a relative path without '..'" });
+            return Err(StorageError::BadKey {
+                key: key.into(),
+                reason: "must be a relative path without '..'",
+            });
         }
         Ok(self.root.join(rel))
     }
@@ -26,11 +29,17 @@ impl FileStorage {
 
 impl ObjectStore for FileStorage {
     fn put(&self, key: &str, bytes: &[u8], _content_type: &str) -> Result<(), StorageError> {
-        let io = |source| StorageError::Io { key: key.to_string(), source };
+        let io = |source| StorageError::Io {
+            key: key.to_string(),
+            source,
+        };
         let path = self.path_of(key)?;
         let dir = path.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(dir).map_err(io)?;
-        let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(io)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(dir)
+            .map_err(io)?;
         tmp.write_all(bytes).map_err(io)?;
         tmp.as_file().sync_data().map_err(io)?;
         tmp.persist(&path).map_err(|e| io(e.error))?;
@@ -53,8 +62,14 @@ mod tests {
         let s = FileStorage::new(dir.path());
         s.put("a/b/c.json", b"one", "application/json").unwrap();
         s.put("a/b/c.json", b"two", "application/json").unwrap();
-        assert_eq!(std::fs::read(dir.path().join("a/b/c.json")).unwrap(), b"two");
-        let names: Vec<_> = std::fs::read_dir(dir.path().join("a/b")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(
+            std::fs::read(dir.path().join("a/b/c.json")).unwrap(),
+            b"two"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("a/b"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "{names:?}");
     }
 
@@ -63,7 +78,13 @@ mod tests {
     fn keys_cannot_escape() {
         let dir = tempfile::tempdir().unwrap();
         let s = FileStorage::new(dir.path());
-        assert!(matches!(s.put("../x", b"", ""), Err(StorageError::BadKey { .. })));
-        assert!(matches!(s.put("/etc/x", b"", ""), Err(StorageError::BadKey { .. })));
+        assert!(matches!(
+            s.put("../x", b"", ""),
+            Err(StorageError::BadKey { .. })
+        ));
+        assert!(matches!(
+            s.put("/etc/x", b"", ""),
+            Err(StorageError::BadKey { .. })
+        ));
     }
 }

@@ -47,5 +47,8 @@ pub struct Timings {
 }
 
 pub fn rfc3339_micros(us: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(us).unwrap_or_default().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    chrono::DateTime::from_timestamp_micros(us)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
 }

@@ -34,10 +34,19 @@ pub enum WireError {
 /// Serialises a batch and the headers that go with it.
 pub fn encode(batch: &FrameBatch) -> (Vec<u8>, Headers) {
     let headers = vec![
-        ("content-type".to_string(), CONTENT_TYPE_V1.as_bytes().to_vec()),
-        ("schema-version".to_string(), SCHEMA_VERSION.as_bytes().to_vec()),
+        (
+            "content-type".to_string(),
+            CONTENT_TYPE_V1.as_bytes().to_vec(),
+        ),
+        (
+            "schema-version".to_string(),
+            SCHEMA_VERSION.as_bytes().to_vec(),
+        ),
         ("camera-id".to_string(), batch.camera_id.as_bytes().to_vec()),
-        ("batch-seq".to_string(), batch.sequence.to_string().into_bytes()),
+        (
+            "batch-seq".to_string(),
+            batch.sequence.to_string().into_bytes(),
+        ),
     ];
     (batch.encode_to_vec(), headers)
 }
@@ -45,7 +54,10 @@ pub fn encode(batch: &FrameBatch) -> (Vec<u8>, Headers) {
 /// Parses a message. A present `content-type` header must name framewire.v1; the decoded batch is
 /// checked for the invariants later stages rely on (a camera id, a batch id, frames with JPEG data).
 pub fn decode(payload: &[u8], headers: &[(String, Vec<u8>)]) -> Result<FrameBatch, WireError> {
-    if let Some((_, ct)) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+    if let Some((_, ct)) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
         let ct = String::from_utf8_lossy(ct);
         if ct != CONTENT_TYPE_V1 {
             return Err(WireError::ContentType(ct.into_owned()));
@@ -64,7 +76,10 @@ fn validate(batch: &FrameBatch) -> Result<(), WireError> {
         return Err(WireError::Invalid("batch_id is empty".into()));
     }
     if batch.frames.is_empty() {
-        return Err(WireError::Invalid(format!("batch {} has no frames", batch.batch_id)));
+        return Err(WireError::Invalid(format!(
+            "batch {} has no frames",
+            batch.batch_id
+        )));
     }
     for (i, f) in batch.frames.iter().enumerate() {
         if f.jpeg.is_empty() || f.width == 0 || f.height == 0 {

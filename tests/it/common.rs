@@ -8,7 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub fn camera(id: &str, seed: u64, size: (u32, u32), sample_fps: f64) -> CameraConfig {
-    let mut c = CameraConfig::synthetic(id, &format!("synthetic://?size={}x{}&fps=25&objects=3&seed={seed}", size.0, size.1));
+    let mut c = CameraConfig::synthetic(
+        id,
+        &format!(
+            "synthetic://?size={}x{}&fps=25&objects=3&seed={seed}",
+            size.0, size.1
+        ),
+    );
     c.sample_fps = sample_fps;
     c.width = size.0;
     c.height = size.1;
@@ -36,21 +42,33 @@ pub fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).expect("read response");
-    let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 fn walk(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -72,9 +90,21 @@ pub fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
 pub fn results(out: &Path) -> Vec<BatchResults> {
     let mut v: Vec<BatchResults> = files(&out.join("results"), "json")
         .iter()
-        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .map(|p| {
+            serde_json::from_slice(&std::fs::read(p).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        })
         .collect();
-    v.sort_by(|a, b| (a.camera.as_str(), a.frames.first().map(|f| f.capture_time.clone())).cmp(&(b.camera.as_str(), b.frames.first().map(|f| f.capture_time.clone()))));
+    v.sort_by(|a, b| {
+        (
+            a.camera.as_str(),
+            a.frames.first().map(|f| f.capture_time.clone()),
+        )
+            .cmp(&(
+                b.camera.as_str(),
+                b.frames.first().map(|f| f.capture_time.clone()),
+            ))
+    });
     v
 }
 
@@ -82,12 +112,20 @@ pub fn results(out: &Path) -> Vec<BatchResults> {
 pub fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.rsplit_once(' ').filter(|(s, _)| *s == series).and_then(|(_, v)| v.parse().ok()))
+        .find_map(|l| {
+            l.rsplit_once(' ')
+                .filter(|(s, _)| *s == series)
+                .and_then(|(_, v)| v.parse().ok())
+        })
         .unwrap_or(0.0)
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn bin() -> &'static str {

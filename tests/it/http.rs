@@ -12,7 +12,11 @@ use std::time::Duration;
 struct SlowOpener;
 
 impl SourceOpener for SlowOpener {
-    fn open(&self, camera: &CameraConfig, url: &SourceUrl) -> Result<Box<dyn FrameSource>, SourceError> {
+    fn open(
+        &self,
+        camera: &CameraConfig,
+        url: &SourceUrl,
+    ) -> Result<Box<dyn FrameSource>, SourceError> {
         std::thread::sleep(Duration::from_millis(1500));
         DefaultOpener.open(camera, url)
     }
@@ -35,8 +39,12 @@ fn endpoints() {
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("camera cam-1: no frame yet"), "{body}");
     assert_eq!(get(d.http, "/healthz").0, 200);
-    wait_until("ready", Duration::from_secs(20), || get(d.http, "/readyz").0 == 200);
-    wait_until("a stored batch", Duration::from_secs(30), || framewire::metrics::total(&d.metrics.batches_stored) >= 1);
+    wait_until("ready", Duration::from_secs(20), || {
+        get(d.http, "/readyz").0 == 200
+    });
+    wait_until("a stored batch", Duration::from_secs(30), || {
+        framewire::metrics::total(&d.metrics.batches_stored) >= 1
+    });
 
     let (code, status) = get(d.http, "/status");
     assert_eq!(code, 200);
@@ -46,9 +54,27 @@ fn endpoints() {
     assert!(st["uptime_seconds"].as_f64().unwrap() > 0.0);
     let fps = st["cameras"]["cam-1"]["fps"].as_f64().unwrap();
     assert!((15.0..35.0).contains(&fps), "decoded fps {fps}");
-    assert!(st["cameras"]["cam-1"]["last_frame_age_seconds"].as_f64().unwrap() < 2.0);
-    let actors: Vec<_> = st["actors"].as_array().unwrap().iter().map(|a| a["actor"].as_str().unwrap().to_string()).collect();
-    for a in ["source", "batcher", "producer", "consumer", "inference", "annotator", "uploader"] {
+    assert!(
+        st["cameras"]["cam-1"]["last_frame_age_seconds"]
+            .as_f64()
+            .unwrap()
+            < 2.0
+    );
+    let actors: Vec<_> = st["actors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["actor"].as_str().unwrap().to_string())
+        .collect();
+    for a in [
+        "source",
+        "batcher",
+        "producer",
+        "consumer",
+        "inference",
+        "annotator",
+        "uploader",
+    ] {
         assert!(actors.iter().any(|x| x == a), "{a} missing from {actors:?}");
     }
 
@@ -70,8 +96,34 @@ fn endpoints() {
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .output_with_stdin(&metrics);
-    let out = promtool.take().expect("promtool runs (Debian package `prometheus`; .ci/run installs it)");
-    assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = promtool
+        .take()
+        .expect("promtool runs (Debian package `prometheus`; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Every framewire metric the Grafana dashboard and the alert rules query is exposed.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut queried = std::collections::BTreeSet::new();
+    for file in ["deploy/grafana/framewire.json", "deploy/prometheus/rules/framewire.rules.yml"] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        for (i, _) in text.match_indices("framewire_") {
+            let name: String = text[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            if name.len() > "framewire_".len() {
+                queried.insert(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 10, "{queried:?}");
+    let exposed: std::collections::BTreeSet<&str> =
+        metrics.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
+    for name in &queried {
+        assert!(exposed.contains(name.as_str()), "{name} is queried by the dashboard or an alert but not exposed");
+    }
 
     for text in [&status, &metrics] {
         assert!(!text.contains("hunter2"), "password leaked");
@@ -87,7 +139,11 @@ trait OutputWithStdin {
 impl OutputWithStdin for std::process::Command {
     fn output_with_stdin(&mut self, input: &str) -> Option<std::process::Output> {
         use std::io::Write;
-        let mut child = self.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().ok()?;
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
         child.stdin.take()?.write_all(input.as_bytes()).ok()?;
         child.wait_with_output().ok()
     }

@@ -9,5 +9,6 @@ mod notify;
 mod panic;
 mod pipeline;
 mod reload;
+mod unit;
 mod validate;
 mod wire;

@@ -3,7 +3,9 @@
 use crate::common::*;
 use framewire::config::{CameraConfig, SourceUrl};
 use framewire::daemon::{self, Options};
-use framewire::media::source::{DefaultOpener, EncodedUnit, FrameSource, SourceError, SourceOpener};
+use framewire::media::source::{
+    DefaultOpener, EncodedUnit, FrameSource, SourceError, SourceOpener,
+};
 use framewire::notify::Notifier;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
@@ -17,7 +19,8 @@ fn collect(sock: &UnixDatagram, window: Duration) -> Vec<String> {
     let end = Instant::now() + window;
     let mut buf = [0u8; 4096];
     while Instant::now() < end {
-        sock.set_read_timeout(Some((end - Instant::now()).max(Duration::from_millis(1)))).unwrap();
+        sock.set_read_timeout(Some((end - Instant::now()).max(Duration::from_millis(1))))
+            .unwrap();
         if let Ok(n) = sock.recv(&mut buf) {
             got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
@@ -59,7 +62,10 @@ fn binary_speaks_sd_notify() {
     wait_for(&sock, "WATCHDOG=1", Duration::from_secs(3));
     signal(&child, libc::SIGHUP);
     let seen = wait_for(&sock, "READY=1", Duration::from_secs(10));
-    let reloading = seen.iter().position(|m| m.contains("RELOADING=1")).expect("RELOADING=1 before READY=1");
+    let reloading = seen
+        .iter()
+        .position(|m| m.contains("RELOADING=1"))
+        .expect("RELOADING=1 before READY=1");
     assert!(seen[reloading].contains("MONOTONIC_USEC="), "{seen:?}");
     signal(&child, libc::SIGTERM);
     wait_for(&sock, "STOPPING=1", Duration::from_secs(10));
@@ -93,9 +99,18 @@ impl FrameSource for Hanging {
 }
 
 impl SourceOpener for HangingOpener {
-    fn open(&self, camera: &CameraConfig, url: &SourceUrl) -> Result<Box<dyn FrameSource>, SourceError> {
+    fn open(
+        &self,
+        camera: &CameraConfig,
+        url: &SourceUrl,
+    ) -> Result<Box<dyn FrameSource>, SourceError> {
         let inner = DefaultOpener.open(camera, url)?;
-        Ok(Box::new(Hanging { inner, n: 0, release: self.release.clone(), hung: self.hung.clone() }))
+        Ok(Box::new(Hanging {
+            inner,
+            n: 0,
+            release: self.release.clone(),
+            hung: self.hung.clone(),
+        }))
     }
 }
 
@@ -107,13 +122,21 @@ fn watchdog_stops_when_an_actor_hangs() {
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     let cfg = config(dir.path(), vec![camera("cam-h", 1, (320, 240), 5.0)], 5);
-    let (release, hung) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (release, hung) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
     let mut opts = Options::new(cfg);
-    opts.opener = Arc::new(HangingOpener { release: release.clone(), hung: hung.clone() });
+    opts.opener = Arc::new(HangingOpener {
+        release: release.clone(),
+        hung: hung.clone(),
+    });
     opts.notifier = Notifier::new(Some(sock_path), Some(Duration::from_millis(900)));
     let d = daemon::start(opts).unwrap();
     wait_for(&sock, "WATCHDOG=1", Duration::from_secs(10));
-    wait_until("the capture hangs", Duration::from_secs(10), || hung.load(Ordering::SeqCst));
+    wait_until("the capture hangs", Duration::from_secs(10), || {
+        hung.load(Ordering::SeqCst)
+    });
     // Heartbeats older than half the interval withhold the ping: give it that long, throw away
     // what was sent before, then listen.
     std::thread::sleep(Duration::from_millis(700));
@@ -122,7 +145,10 @@ fn watchdog_stops_when_an_actor_hangs() {
     while sock.recv(&mut buf).is_ok() {}
     sock.set_nonblocking(false).unwrap();
     let during = collect(&sock, Duration::from_millis(2000));
-    assert!(!during.iter().any(|m| m.contains("WATCHDOG=1")), "pinged while hung: {during:?}");
+    assert!(
+        !during.iter().any(|m| m.contains("WATCHDOG=1")),
+        "pinged while hung: {during:?}"
+    );
     release.store(true, Ordering::SeqCst);
     wait_for(&sock, "WATCHDOG=1", Duration::from_secs(5));
     assert!(d.shutdown());

@@ -41,7 +41,11 @@ pub fn accuracy(results: &[BatchResults]) -> (usize, f64, f64) {
             }
         }
     }
-    (frames, matched as f64 / truths.max(1) as f64, matched as f64 / dets.max(1) as f64)
+    (
+        frames,
+        matched as f64 / truths.max(1) as f64,
+        matched as f64 / dets.max(1) as f64,
+    )
 }
 
 /// Ensures the embedded pipeline turns synthetic video into annotated frames and results whose
@@ -51,15 +55,28 @@ pub fn accuracy(results: &[BatchResults]) -> (usize, f64, f64) {
 fn embedded_pipeline_matches_ground_truth() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let cfg = config(dir.path(), vec![camera("cam-1", 1, (640, 480), 10.0), camera("cam-2", 2, (640, 480), 10.0)], 25);
+    let cfg = config(
+        dir.path(),
+        vec![
+            camera("cam-1", 1, (640, 480), 10.0),
+            camera("cam-2", 2, (640, 480), 10.0),
+        ],
+        25,
+    );
     let d = daemon::start(Options::new(cfg)).expect("daemon starts");
-    wait_until("200 stored frames", Duration::from_secs(120), || results(&out).iter().map(|r| r.frames.len()).sum::<usize>() >= 200);
+    wait_until("200 stored frames", Duration::from_secs(120), || {
+        results(&out).iter().map(|r| r.frames.len()).sum::<usize>() >= 200
+    });
     let metrics = d.metrics.clone();
     assert!(d.shutdown(), "shutdown drains every batch");
 
     let all = results(&out);
     let produced = framewire::metrics::total(&metrics.batches_produced) as usize;
-    assert_eq!(all.len(), produced, "every produced batch has exactly one results document");
+    assert_eq!(
+        all.len(),
+        produced,
+        "every produced batch has exactly one results document"
+    );
     let (frames, recall, precision) = accuracy(&all);
     eprintln!("accuracy over {frames} frames: recall {recall:.3}, precision {precision:.3}");
     assert!(frames >= 200);
@@ -73,13 +90,21 @@ fn embedded_pipeline_matches_ground_truth() {
     for f in all.iter().flat_map(|r| &r.frames) {
         for d in f.detections.iter().filter(|d| d.bbox[0] >= 8.0) {
             let jpeg = std::fs::read(out.join(&f.annotated_key)).expect("annotated frame stored");
-            let (w, h, rgb) = framewire::media::jpeg::decode_rgb(&jpeg).expect("annotated frame is a JPEG");
+            let (w, h, rgb) =
+                framewire::media::jpeg::decode_rgb(&jpeg).expect("annotated frame is a JPEG");
             assert_eq!((w, h), (f.width, f.height));
             let colour = framewire::media::annotate::class_colour(&d.label);
             let (x, y) = (d.bbox[0] as u32 - 1, ((d.bbox[1] + d.bbox[3]) / 2.0) as u32);
             let px = &rgb[((y * w + x) * 3) as usize..][..3];
-            let close = px.iter().zip(colour).all(|(a, b)| (*a as i32 - b as i32).abs() < 60);
-            assert!(close, "{}: left outline of {d:?} at ({x},{y}) is {px:?}, expected about {colour:?}", f.annotated_key);
+            let close = px
+                .iter()
+                .zip(colour)
+                .all(|(a, b)| (*a as i32 - b as i32).abs() < 60);
+            assert!(
+                close,
+                "{}: left outline of {d:?} at ({x},{y}) is {px:?}, expected about {colour:?}",
+                f.annotated_key
+            );
             checked += 1;
         }
         if checked >= 20 {
@@ -89,7 +114,11 @@ fn embedded_pipeline_matches_ground_truth() {
     assert!(checked >= 20, "only {checked} boxes checked");
     for r in &all {
         for f in &r.frames {
-            assert!(out.join(&f.annotated_key).is_file(), "{} missing", f.annotated_key);
+            assert!(
+                out.join(&f.annotated_key).is_file(),
+                "{} missing",
+                f.annotated_key
+            );
         }
     }
 }
@@ -108,10 +137,14 @@ fn run_on_defaults_then_ctrl_c_drains_and_exits_zero() {
         .spawn()
         .unwrap();
     let out = dir.path().join("framewire-out");
-    wait_until("a stored batch from each default camera", Duration::from_secs(60), || {
-        let r = results(&out);
-        r.iter().any(|b| b.camera == "cam-1") && r.iter().any(|b| b.camera == "cam-2")
-    });
+    wait_until(
+        "a stored batch from each default camera",
+        Duration::from_secs(60),
+        || {
+            let r = results(&out);
+            r.iter().any(|b| b.camera == "cam-1") && r.iter().any(|b| b.camera == "cam-2")
+        },
+    );
     signal(&child, libc::SIGINT);
     let status = wait_exit(&mut child, Duration::from_secs(40));
     assert!(status.success(), "exit status {status:?}");
@@ -119,4 +152,34 @@ fn run_on_defaults_then_ctrl_c_drains_and_exits_zero() {
     let stored: usize = results(&out).iter().map(|r| r.frames.len()).sum();
     assert_eq!(jpegs.len(), stored, "one annotated JPEG per stored frame");
     assert!(files(&out, "tmp").is_empty());
+}
+
+/// Ensures nothing is committed while storage fails: batches wait (retried, not dropped), and once
+/// storage works again every produced batch is stored exactly once.
+#[test]
+fn storage_outage_holds_commits_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // A file where the results directory must go: every results write fails.
+    std::fs::write(out.join("results"), b"in the way").unwrap();
+    let cfg = config(dir.path(), vec![camera("cam-1", 1, (320, 240), 5.0)], 5);
+    let d = daemon::start(Options::new(cfg)).expect("daemon starts");
+    let m = d.metrics.clone();
+    wait_until("storage errors", Duration::from_secs(30), || m.stage_errors.with_label_values(&["store"]).get() >= 3);
+    let text = get(d.http, "/metrics").1;
+    let committed: f64 = (0..3).map(|p| metric(&text, &format!("framewire_committed_offset{{partition=\"{p}\"}}"))).sum();
+    assert_eq!(committed, 0.0, "nothing may be committed before it is durable");
+    assert_eq!(framewire::metrics::total(&m.batches_stored), 0);
+    assert!(m.in_flight_batches.get() > 0);
+
+    std::fs::remove_file(out.join("results")).unwrap();
+    wait_until("stored after recovery", Duration::from_secs(30), || framewire::metrics::total(&m.batches_stored) >= 3);
+    assert!(d.shutdown());
+    let produced = framewire::metrics::total(&m.batches_produced);
+    assert_eq!(framewire::metrics::total(&m.batches_stored), produced);
+    let docs = results(&out);
+    assert_eq!(docs.len() as u64, produced);
+    let seqs: Vec<u64> = docs.iter().map(|r| r.sequence).collect();
+    assert_eq!(seqs, (0..produced).collect::<Vec<_>>());
 }

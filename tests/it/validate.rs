@@ -7,17 +7,29 @@ fn validate(text: &str) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("framewire.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(bin()).args(["validate", "--config"]).arg(&path).output().unwrap();
+    let out = Command::new(bin())
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    (out.status.code().unwrap_or(-1), stderr, path.display().to_string())
+    (
+        out.status.code().unwrap_or(-1),
+        stderr,
+        path.display().to_string(),
+    )
 }
 
 /// Ensures a wrong type is reported with the file and the key, and exits non-zero.
 #[test]
 fn wrong_type() {
-    let (code, err, path) = validate("[[cameras]]\nid = \"a\"\nurl = \"synthetic://\"\nsample_fps = \"fast\"\n");
+    let (code, err, path) =
+        validate("[[cameras]]\nid = \"a\"\nurl = \"synthetic://\"\nsample_fps = \"fast\"\n");
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains(&format!("{path}: cameras[0].sample_fps")), "{err}");
+    assert!(
+        err.contains(&format!("{path}: cameras[0].sample_fps")),
+        "{err}"
+    );
 }
 
 /// Ensures an unknown key is reported with the file and its full path.
@@ -25,7 +37,10 @@ fn wrong_type() {
 fn unknown_key() {
     let (code, err, path) = validate("[kafka]\nbrokerz = \"x:9092\"\n");
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains(&format!("{path}: kafka.brokerz: unknown key")), "{err}");
+    assert!(
+        err.contains(&format!("{path}: kafka.brokerz: unknown key")),
+        "{err}"
+    );
 }
 
 /// Ensures a missing required value is reported with the file and the key.
@@ -33,15 +48,29 @@ fn unknown_key() {
 fn missing_required_value() {
     let (code, err, path) = validate("[[cameras]]\nurl = \"synthetic://\"\n");
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains(&format!("{path}: cameras[0].id: required key is missing")), "{err}");
+    assert!(
+        err.contains(&format!("{path}: cameras[0].id: required key is missing")),
+        "{err}"
+    );
 }
 
 /// Ensures the shipped example config, and no config at all, are valid.
 #[test]
 fn shipped_config_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/framewire.toml");
-    let out = Command::new(bin()).args(["validate", "--config", example]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin())
+        .args(["validate", "--config", example])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(bin()).arg("validate").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -15,7 +15,16 @@ fn sample() -> v1::FrameBatch {
                 width: 64,
                 height: 48,
                 jpeg: vec![0xFF, 0xD8, i as u8, 0xFF, 0xD9],
-                truth: vec![v1::TruthBox { label: "red".into(), bbox: Some(v1::Box { x1: 1.0, y1: 2.0, x2: 3.0, y2: 4.0 }), fully_visible: true }],
+                truth: vec![v1::TruthBox {
+                    label: "red".into(),
+                    bbox: Some(v1::Box {
+                        x1: 1.0,
+                        y1: 2.0,
+                        x2: 3.0,
+                        y2: 4.0,
+                    }),
+                    fully_visible: true,
+                }],
             })
             .collect(),
         created_time_us: 1,
@@ -30,7 +39,12 @@ fn round_trip() {
     let b = sample();
     let (bytes, headers) = wire::encode(&b);
     assert_eq!(wire::decode(&bytes, &headers).unwrap(), b);
-    let h = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| String::from_utf8(v.clone()).unwrap());
+    let h = |k: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+    };
     assert_eq!(h("camera-id").as_deref(), Some("cam-1"));
     assert_eq!(h("batch-seq").as_deref(), Some("3"));
     assert_eq!(h("content-type").as_deref(), Some(wire::CONTENT_TYPE_V1));
@@ -45,7 +59,9 @@ fn garbage_never_panics() {
     let mut errors = 0;
     for i in 0..20_000 {
         let bytes: Vec<u8> = match i % 3 {
-            0 => (0..rng.random_range(0..512)).map(|_| rng.random()).collect(),
+            0 => (0..rng.random_range(0..512))
+                .map(|_| rng.random())
+                .collect(),
             1 => good[..rng.random_range(0..good.len())].to_vec(),
             _ => {
                 let mut b = good.clone();
@@ -60,8 +76,14 @@ fn garbage_never_panics() {
             errors += 1;
         }
     }
-    assert!(errors > 10_000, "most garbage must be rejected, {errors} were");
+    assert!(
+        errors > 10_000,
+        "most garbage must be rejected, {errors} were"
+    );
     let bad_ct = vec![("content-type".to_string(), b"application/json".to_vec())];
     assert!(wire::decode(&good, &bad_ct).is_err());
-    assert!(wire::decode(&[], &headers).is_err(), "an empty batch is invalid");
+    assert!(
+        wire::decode(&[], &headers).is_err(),
+        "an empty batch is invalid"
+    );
 }

@@ -110,10 +110,10 @@ impl Backoff {
 
     /// Records a failure at `now` and returns how long to wait before the next start.
     pub fn failed(&mut self, now: Instant, rng: &mut impl Rng) -> Duration {
-        if let Some(started) = self.started.take() {
-            if now.saturating_duration_since(started) >= self.healthy_after {
-                self.attempt = 0;
-            }
+        if let Some(started) = self.started.take()
+            && now.saturating_duration_since(started) >= self.healthy_after
+        {
+            self.attempt = 0;
         }
         self.attempt = self.attempt.saturating_add(1);
         let ceiling = self.ceiling();

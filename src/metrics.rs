@@ -238,7 +238,14 @@ impl Metrics {
         for stage in ["produce", "consume", "inference", "annotate", "store"] {
             m.stage_errors.with_label_values(&[stage]);
         }
-        for stage in ["decode", "encode", "produce", "inference", "annotate", "store"] {
+        for stage in [
+            "decode",
+            "encode",
+            "produce",
+            "inference",
+            "annotate",
+            "store",
+        ] {
             m.stage_duration.with_label_values(&[stage]);
         }
         for result in ["applied", "unchanged", "invalid"] {
@@ -249,10 +256,18 @@ impl Metrics {
 
     /// Creates a camera's series at zero, so dashboards and alerts see them before the first event.
     pub fn init_camera(&self, camera: &str) {
-        for c in [&self.frames_captured, &self.frames_decoded, &self.frames_sampled, &self.decode_errors, &self.batches_produced, &self.batches_stored] {
+        for c in [
+            &self.frames_captured,
+            &self.frames_decoded,
+            &self.frames_sampled,
+            &self.decode_errors,
+            &self.batches_produced,
+            &self.batches_stored,
+        ] {
             c.with_label_values(&[camera]);
         }
-        self.frames_dropped.with_label_values(&[camera, "batcher_full"]);
+        self.frames_dropped
+            .with_label_values(&[camera, "batcher_full"]);
         self.capture_to_stored.with_label_values(&[camera]);
         self.camera_up.with_label_values(&[camera]);
     }

@@ -102,11 +102,11 @@ impl StatusRegistry {
 
     /// Sets the state, if `instance` still owns the entry.
     pub fn set_state(&self, actor: &str, camera: Option<&str>, instance: u64, state: ActorState) {
-        if let Some(e) = self.actors.lock().get_mut(&actor_key(actor, camera)) {
-            if e.instance == instance {
-                e.state = state;
-                e.heartbeat = Instant::now();
-            }
+        if let Some(e) = self.actors.lock().get_mut(&actor_key(actor, camera))
+            && e.instance == instance
+        {
+            e.state = state;
+            e.heartbeat = Instant::now();
         }
     }
 

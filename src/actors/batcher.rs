@@ -218,10 +218,10 @@ impl Handler<CapturedFrame> for BatcherActor {
         } else if first {
             let opened = self.opened;
             ctx.run_later(self.cfg.max_wait, move |a, ctx| {
-                if a.opened == opened {
-                    if let Some(frames) = a.assembler.take() {
-                        a.emit(frames, ctx);
-                    }
+                if a.opened == opened
+                    && let Some(frames) = a.assembler.take()
+                {
+                    a.emit(frames, ctx);
                 }
             });
         }

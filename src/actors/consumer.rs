@@ -169,19 +169,19 @@ impl ConsumerActor {
     }
 
     fn done(&mut self, partition: i32, offset: i64) {
-        if let Some(next) = self.marks.complete(partition, offset) {
-            if let Some(c) = &self.consumer {
-                match c.commit(partition, next) {
-                    Ok(()) => self
-                        .life
-                        .shared
-                        .metrics
-                        .committed_offset
-                        .with_label_values(&[&partition.to_string()])
-                        .set(next),
-                    // A later commit of this partition covers this one.
-                    Err(e) => tracing::warn!(partition, next, "commit failed: {e}"),
-                }
+        if let Some(next) = self.marks.complete(partition, offset)
+            && let Some(c) = &self.consumer
+        {
+            match c.commit(partition, next) {
+                Ok(()) => self
+                    .life
+                    .shared
+                    .metrics
+                    .committed_offset
+                    .with_label_values(&[&partition.to_string()])
+                    .set(next),
+                // A later commit of this partition covers this one.
+                Err(e) => tracing::warn!(partition, next, "commit failed: {e}"),
             }
         }
         self.life

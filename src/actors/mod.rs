@@ -130,7 +130,10 @@ impl Life {
         backoff: Backoff,
     ) -> Self {
         let instance = shared.status.register(actor, camera.as_deref());
-        shared.metrics.actor_restarts.with_label_values(&[actor, camera.as_deref().unwrap_or("")]);
+        shared
+            .metrics
+            .actor_restarts
+            .with_label_values(&[actor, camera.as_deref().unwrap_or("")]);
         Self {
             actor,
             camera,

@@ -349,11 +349,11 @@ impl Handler<UnitPanicked> for Root {
             .record_restart(msg.actor, camera.as_deref());
         match msg.unit {
             Unit::Camera(id) => {
-                if let Some(cam) = self.cfg.cameras.iter().find(|c| c.id == id).cloned() {
-                    if self.cameras.contains_key(&id) {
-                        self.stop_camera(&id, false);
-                        self.start_camera(&cam, ctx);
-                    }
+                if let Some(cam) = self.cfg.cameras.iter().find(|c| c.id == id).cloned()
+                    && self.cameras.contains_key(&id)
+                {
+                    self.stop_camera(&id, false);
+                    self.start_camera(&cam, ctx);
                 }
             }
             Unit::Producer => self.start_producer(ctx),

@@ -53,9 +53,7 @@ impl SourceOpener for DefaultOpener {
         url: &SourceUrl,
     ) -> Result<Box<dyn FrameSource>, SourceError> {
         match url {
-            SourceUrl::Synthetic(scene) => {
-                Ok(Box::new(SyntheticSource::new(&camera.id, scene.clone())?))
-            }
+            SourceUrl::Synthetic(scene) => Ok(Box::new(SyntheticSource::new(&camera.id, *scene)?)),
         }
     }
 }

@@ -4,6 +4,7 @@ use framewire::config::{CameraConfig, Config};
 use framewire::storage::results::BatchResults;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -151,4 +152,34 @@ pub fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> std::pro
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Collects sd_notify datagrams for `window`.
+pub fn collect(sock: &UnixDatagram, window: Duration) -> Vec<String> {
+    let mut got = Vec::new();
+    let end = Instant::now() + window;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < end {
+        sock.set_read_timeout(Some((end - Instant::now()).max(Duration::from_millis(1))))
+            .unwrap();
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    got
+}
+
+/// Reads datagrams until one has the line `what`; returns all seen.
+pub fn wait_for(sock: &UnixDatagram, what: &str, timeout: Duration) -> Vec<String> {
+    let mut seen = Vec::new();
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        let got = collect(sock, Duration::from_millis(200));
+        let hit = got.iter().any(|m| m.lines().any(|l| l == what));
+        seen.extend(got);
+        if hit {
+            return seen;
+        }
+    }
+    panic!("no {what} within {timeout:?}; saw {seen:?}");
 }

@@ -109,20 +109,32 @@ fn endpoints() {
     // Every framewire metric the Grafana dashboard and the alert rules query is exposed.
     let root = env!("CARGO_MANIFEST_DIR");
     let mut queried = std::collections::BTreeSet::new();
-    for file in ["deploy/grafana/framewire.json", "deploy/prometheus/rules/framewire.rules.yml"] {
+    for file in [
+        "deploy/grafana/framewire.json",
+        "deploy/prometheus/rules/framewire.rules.yml",
+    ] {
         let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
         for (i, _) in text.match_indices("framewire_") {
-            let name: String = text[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
             if name.len() > "framewire_".len() {
                 queried.insert(name);
             }
         }
     }
     assert!(queried.len() >= 10, "{queried:?}");
-    let exposed: std::collections::BTreeSet<&str> =
-        metrics.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
+    let exposed: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
     for name in &queried {
-        assert!(exposed.contains(name.as_str()), "{name} is queried by the dashboard or an alert but not exposed");
+        assert!(
+            exposed.contains(name.as_str()),
+            "{name} is queried by the dashboard or an alert but not exposed"
+        );
     }
 
     for text in [&status, &metrics] {

@@ -11,36 +11,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-
-/// Collects datagrams for `window`.
-fn collect(sock: &UnixDatagram, window: Duration) -> Vec<String> {
-    let mut got = Vec::new();
-    let end = Instant::now() + window;
-    let mut buf = [0u8; 4096];
-    while Instant::now() < end {
-        sock.set_read_timeout(Some((end - Instant::now()).max(Duration::from_millis(1))))
-            .unwrap();
-        if let Ok(n) = sock.recv(&mut buf) {
-            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-    }
-    got
-}
-
-fn wait_for(sock: &UnixDatagram, what: &str, timeout: Duration) -> Vec<String> {
-    let mut seen = Vec::new();
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        let got = collect(sock, Duration::from_millis(200));
-        let hit = got.iter().any(|m| m.lines().any(|l| l == what));
-        seen.extend(got);
-        if hit {
-            return seen;
-        }
-    }
-    panic!("no {what} within {timeout:?}; saw {seen:?}");
-}
+use std::time::Duration;
 
 /// Ensures the binary sends READY=1 once up, WATCHDOG=1 while healthy, RELOADING=1 then READY=1
 /// around a SIGHUP reload, and STOPPING=1 on SIGTERM.

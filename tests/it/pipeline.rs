@@ -32,11 +32,11 @@ pub fn accuracy(results: &[BatchResults]) -> (usize, f64, f64) {
                     .filter(|(i, _)| !used[*i])
                     .map(|(i, d)| (i, iou(d.bbox, t.bbox)))
                     .max_by(|a, b| a.1.total_cmp(&b.1));
-                if let Some((i, v)) = best {
-                    if v >= 0.5 {
-                        used[i] = true;
-                        matched += 1;
-                    }
+                if let Some((i, v)) = best
+                    && v >= 0.5
+                {
+                    used[i] = true;
+                    matched += 1;
                 }
             }
         }
@@ -166,15 +166,29 @@ fn storage_outage_holds_commits_and_loses_nothing() {
     let cfg = config(dir.path(), vec![camera("cam-1", 1, (320, 240), 5.0)], 5);
     let d = daemon::start(Options::new(cfg)).expect("daemon starts");
     let m = d.metrics.clone();
-    wait_until("storage errors", Duration::from_secs(30), || m.stage_errors.with_label_values(&["store"]).get() >= 3);
+    wait_until("storage errors", Duration::from_secs(30), || {
+        m.stage_errors.with_label_values(&["store"]).get() >= 3
+    });
     let text = get(d.http, "/metrics").1;
-    let committed: f64 = (0..3).map(|p| metric(&text, &format!("framewire_committed_offset{{partition=\"{p}\"}}"))).sum();
-    assert_eq!(committed, 0.0, "nothing may be committed before it is durable");
+    let committed: f64 = (0..3)
+        .map(|p| {
+            metric(
+                &text,
+                &format!("framewire_committed_offset{{partition=\"{p}\"}}"),
+            )
+        })
+        .sum();
+    assert_eq!(
+        committed, 0.0,
+        "nothing may be committed before it is durable"
+    );
     assert_eq!(framewire::metrics::total(&m.batches_stored), 0);
     assert!(m.in_flight_batches.get() > 0);
 
     std::fs::remove_file(out.join("results")).unwrap();
-    wait_until("stored after recovery", Duration::from_secs(30), || framewire::metrics::total(&m.batches_stored) >= 3);
+    wait_until("stored after recovery", Duration::from_secs(30), || {
+        framewire::metrics::total(&m.batches_stored) >= 3
+    });
     assert!(d.shutdown());
     let produced = framewire::metrics::total(&m.batches_produced);
     assert_eq!(framewire::metrics::total(&m.batches_stored), produced);

@@ -4,39 +4,10 @@ use crate::common::*;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/framewire.service");
 const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/framewire.toml");
-
-/// Collects datagrams for `window`.
-fn collect(sock: &UnixDatagram, window: Duration) -> Vec<String> {
-    let mut got = Vec::new();
-    let end = Instant::now() + window;
-    let mut buf = [0u8; 4096];
-    while Instant::now() < end {
-        sock.set_read_timeout(Some((end - Instant::now()).max(Duration::from_millis(1))))
-            .unwrap();
-        if let Ok(n) = sock.recv(&mut buf) {
-            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-    }
-    got
-}
-
-fn wait_for(sock: &UnixDatagram, what: &str, timeout: Duration) -> Vec<String> {
-    let mut seen = Vec::new();
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        let got = collect(sock, Duration::from_millis(200));
-        let hit = got.iter().any(|m| m.lines().any(|l| l == what));
-        seen.extend(got);
-        if hit {
-            return seen;
-        }
-    }
-    panic!("no {what} within {timeout:?}; saw {seen:?}");
-}
 
 /// The unit's `[Service]` assignments, in order (comments skipped, `\` continuations joined).
 fn service_section(text: &str) -> Vec<(String, String)> {

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
     pub camera_up: IntGaugeVec,
+    pub camera_reconnects: IntCounterVec,
+    pub camera_last_frame_age: GaugeVec,
     pub camera_last_frame: GaugeVec,
     pub in_flight_batches: IntGauge,
     pub committed_offset: IntGaugeVec,
@@ -214,6 +216,12 @@ impl Metrics {
                 &["result"],
             ),
             config_generation,
+            camera_reconnects: counter(&r, "framewire_camera_reconnects_total", "Times a camera's source was reopened after it failed, by reason (disconnect, stall, open, error, unsupported, panic).", &["camera", "reason"]),
+            camera_last_frame_age: {
+                let g = GaugeVec::new(Opts::new("framewire_camera_last_frame_age_seconds", "Seconds since the camera's last decoded frame (at scrape time)."), &["camera"]).expect("valid metric");
+                r.register(Box::new(g.clone())).expect("metric registered once");
+                g
+            },
             camera_up: gauge(
                 &r,
                 "framewire_camera_up",
@@ -267,7 +275,7 @@ impl Metrics {
             c.with_label_values(&[camera]);
         }
         self.frames_dropped
-            .with_label_values(&[camera, "batcher_full"]);
+            .with_label_values(&[camera, "queue_full"]);
         self.capture_to_stored.with_label_values(&[camera]);
         self.camera_up.with_label_values(&[camera]);
     }
@@ -276,6 +284,7 @@ impl Metrics {
     pub fn forget_camera(&self, camera: &str) {
         let _ = self.camera_up.remove_label_values(&[camera]);
         let _ = self.camera_last_frame.remove_label_values(&[camera]);
+        let _ = self.camera_last_frame_age.remove_label_values(&[camera]);
         for actor in ["source", "batcher"] {
             let _ = self.actor_restarts.remove_label_values(&[actor, camera]);
         }

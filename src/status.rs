@@ -18,6 +18,8 @@ pub enum ActorState {
     Backoff,
     /// Stopped on purpose (removed by a reload, or shutdown).
     Stopped,
+    /// Its source ended (a file without `loop`): done, not failed.
+    Finished,
 }
 
 #[derive(Debug, Clone)]
@@ -210,6 +212,12 @@ impl StatusRegistry {
             }
         }
         reasons
+    }
+
+    /// Seconds since each camera's last frame (`None` before the first).
+    pub fn camera_ages(&self) -> Vec<(String, Option<f64>)> {
+        let now = Instant::now();
+        self.cameras.lock().iter().map(|(id, c)| (id.clone(), c.last_frame.map(|t| now.duration_since(t).as_secs_f64()))).collect()
     }
 
     pub fn uptime(&self) -> Duration {

@@ -1,11 +1,13 @@
-//! `BatcherActor`: one per camera, beside its source. Receives `CapturedFrame`s, closes a batch at
-//! `batch.frames` frames or `batch.max_wait` after its first frame (whichever comes first), encodes
-//! it as `framewire.v1` and hands it to the producer, waiting until the bus has acknowledged it
-//! (retrying forever: a batch handed over is never dropped). While it waits, its mailbox fills and
-//! the source drops frames instead (counted). `Flush` closes the partial batch (shutdown).
+//! `BatcherActor`: one per camera, beside its source. Takes `CapturedFrame`s from the camera's
+//! `FrameQueue` (a stream), closes a batch at `batch.frames` frames or `batch.max_wait` after its
+//! first frame (whichever comes first), encodes it and hands it to the producer, waiting until the
+//! bus has acknowledged it (retrying forever: a batch handed over is never dropped). While it
+//! waits it takes no frames, so the queue fills and the capture thread drops the oldest (counted).
+//! `Flush` batches everything queued plus the partial batch (removal, shutdown). A restart loses
+//! only the partial batch in hand; the queue outlives it.
 
 use super::producer::{Produce, ProducerActor};
-use super::{Life, PanicGuard, Retire, Shared, Slot};
+use super::{Life, PanicGuard, Retire, Slot};
 use crate::bus::OutMessage;
 use crate::config::BatchConfig;
 use crate::media::TruthBox;
@@ -23,6 +25,47 @@ pub struct CapturedFrame {
     pub height: u32,
     pub jpeg: Vec<u8>,
     pub truth: Vec<TruthBox>,
+}
+
+/// The bounded queue between a camera's capture thread and its batcher. When full, a push evicts
+/// the oldest frame (returned, so the caller counts it): a live camera never waits. Lives as long
+/// as the camera unit, across restarts of either actor.
+pub struct FrameQueue {
+    frames: crossbeam_queue::ArrayQueue<CapturedFrame>,
+    ready: tokio::sync::Notify,
+}
+
+impl FrameQueue {
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self { frames: crossbeam_queue::ArrayQueue::new(capacity.max(1)), ready: tokio::sync::Notify::new() })
+    }
+
+    /// Adds a frame; returns the oldest one if it had to make room.
+    pub fn push(&self, frame: CapturedFrame) -> Option<CapturedFrame> {
+        let evicted = self.frames.force_push(frame);
+        self.ready.notify_one();
+        evicted
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// The frames as they arrive (never ends).
+    pub fn stream(self: Arc<Self>) -> impl futures::Stream<Item = CapturedFrame> {
+        futures::stream::unfold(self, |q| async move {
+            loop {
+                if let Some(f) = q.frames.pop() {
+                    return Some((f, q));
+                }
+                q.ready.notified().await;
+            }
+        })
+    }
 }
 
 /// Pure batch-closing logic: counts frames; the actor owns the timer.
@@ -61,6 +104,7 @@ pub struct BatcherActor {
     source_type: &'static str,
     jpeg_quality: u32,
     cfg: BatchConfig,
+    queue: Arc<FrameQueue>,
     producer: Slot<ProducerActor>,
     assembler: Assembler,
     sequence: u64,
@@ -70,24 +114,26 @@ pub struct BatcherActor {
     _guard: PanicGuard,
 }
 
+/// What a batcher needs to know about its camera.
+pub struct BatcherSpec {
+    pub camera: String,
+    pub source_type: &'static str,
+    pub jpeg_quality: u8,
+    pub batch: BatchConfig,
+    pub queue: Arc<FrameQueue>,
+    pub producer: Slot<ProducerActor>,
+}
+
 impl BatcherActor {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        camera: String,
-        source_type: &'static str,
-        jpeg_quality: u8,
-        cfg: BatchConfig,
-        producer: Slot<ProducerActor>,
-        life: Life,
-        guard: PanicGuard,
-    ) -> Self {
-        let assembler = Assembler::new(cfg.frames);
+    pub fn new(spec: BatcherSpec, life: Life, guard: PanicGuard) -> Self {
+        let assembler = Assembler::new(spec.batch.frames);
         Self {
-            camera,
-            source_type,
-            jpeg_quality: jpeg_quality as u32,
-            cfg,
-            producer,
+            camera: spec.camera,
+            source_type: spec.source_type,
+            jpeg_quality: spec.jpeg_quality as u32,
+            cfg: spec.batch,
+            queue: spec.queue,
+            producer: spec.producer,
             assembler,
             sequence: 0,
             opened: 0,
@@ -96,6 +142,7 @@ impl BatcherActor {
         }
     }
 
+    /// Turns closed batches into bus messages (assigning sequence numbers).
     fn build(&mut self, frames: Vec<CapturedFrame>) -> (String, OutMessage) {
         let first = frames.first().map(|f| f.capture_us).unwrap_or_default();
         let batch_id = wire::batch_id(&self.camera, first, self.sequence);
@@ -103,102 +150,79 @@ impl BatcherActor {
             camera_id: self.camera.clone(),
             batch_id: batch_id.clone(),
             sequence: self.sequence,
-            frames: frames
-                .into_iter()
-                .map(|f| v1::Frame {
-                    seq: f.seq,
-                    capture_time_us: f.capture_us,
-                    width: f.width,
-                    height: f.height,
-                    jpeg: f.jpeg,
-                    truth: f
-                        .truth
-                        .into_iter()
-                        .map(|t| v1::TruthBox {
-                            label: t.label,
-                            bbox: Some(v1::Box {
-                                x1: t.bbox[0],
-                                y1: t.bbox[1],
-                                x2: t.bbox[2],
-                                y2: t.bbox[3],
-                            }),
-                            fully_visible: t.fully_visible,
-                        })
-                        .collect(),
-                })
-                .collect(),
+            frames: frames.into_iter().map(to_wire_frame).collect(),
             created_time_us: crate::media::source::now_us(),
             source_type: self.source_type.to_string(),
             jpeg_quality: self.jpeg_quality,
         };
         self.sequence += 1;
         let (payload, headers) = wire::encode(&batch);
-        (
-            batch_id,
-            OutMessage {
-                key: self.camera.clone(),
-                payload,
-                headers,
-            },
-        )
+        (batch_id, OutMessage { key: self.camera.clone(), payload, headers })
     }
 
-    /// Hands a closed batch to the producer and blocks this actor's mailbox until it is acked.
+    /// Hands a closed batch to the producer and takes no more frames until it is acked.
     fn emit(&mut self, frames: Vec<CapturedFrame>, ctx: &mut Context<Self>) {
-        let fut = self.hand_over(frames);
+        let fut = self.hand_over(vec![frames]);
         ctx.wait(fut);
     }
 
-    /// The future that hands a closed batch over and resolves once the bus acknowledged it.
-    fn hand_over(
-        &mut self,
-        frames: Vec<CapturedFrame>,
-    ) -> impl ActorFuture<Self, Output = ()> + 'static {
+    /// The future that hands closed batches over, in order, and resolves once the bus acknowledged
+    /// them all.
+    fn hand_over(&mut self, batches: Vec<Vec<CapturedFrame>>) -> impl ActorFuture<Self, Output = ()> + 'static {
         self.opened += 1;
-        let (batch_id, msg) = self.build(frames);
-        let msg = Arc::new(msg);
-        let (slot, shared, camera) = (
-            self.producer.clone(),
-            self.life.shared.clone(),
-            self.camera.clone(),
-        );
-        {
-            async move {
-                let r = super::call(&slot, &shared, "produce", || Produce(msg.clone())).await;
-                (r, shared, camera, batch_id)
-            }
-            .into_actor(self)
-            .map(
-                |(r, shared, camera, batch_id): (Result<_, _>, Shared, String, String), _, _| {
-                    match r {
-                        Ok((p, o)) => tracing::debug!(
-                            camera,
-                            batch_id,
-                            partition = p,
-                            offset = o,
-                            "batch on the bus"
-                        ),
-                        Err(e) => {
-                            shared
-                                .metrics
-                                .stage_errors
-                                .with_label_values(&["produce"])
-                                .inc();
-                            tracing::error!(camera, batch_id, "batch rejected by the bus: {e}");
-                        }
+        let messages: Vec<(String, Arc<OutMessage>)> = batches
+            .into_iter()
+            .map(|frames| {
+                let (id, msg) = self.build(frames);
+                (id, Arc::new(msg))
+            })
+            .collect();
+        let (slot, shared, camera) = (self.producer.clone(), self.life.shared.clone(), self.camera.clone());
+        async move {
+            for (batch_id, msg) in messages {
+                match super::call(&slot, &shared, "produce", || Produce(msg.clone())).await {
+                    Ok((p, o)) => tracing::debug!(camera, batch_id, partition = p, offset = o, "batch on the bus"),
+                    Err(e) => {
+                        shared.metrics.stage_errors.with_label_values(&["produce"]).inc();
+                        tracing::error!(camera, batch_id, "batch rejected by the bus: {e}");
                     }
-                },
-            )
+                }
+            }
         }
+        .into_actor(self)
+    }
+}
+
+fn to_wire_frame(f: CapturedFrame) -> v1::Frame {
+    v1::Frame {
+        seq: f.seq,
+        capture_time_us: f.capture_us,
+        width: f.width,
+        height: f.height,
+        jpeg: f.jpeg,
+        truth: f
+            .truth
+            .into_iter()
+            .map(|t| v1::TruthBox {
+                label: t.label,
+                bbox: Some(v1::Box { x1: t.bbox[0], y1: t.bbox[1], x2: t.bbox[2], y2: t.bbox[3] }),
+                fully_visible: t.fully_visible,
+            })
+            .collect(),
     }
 }
 
 impl Actor for BatcherActor {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(16);
         let delay = self.life.starting();
-        ctx.run_later(delay, |a, _| a.life.running());
+        ctx.run_later(delay, |a, ctx| {
+            if a.life.retired {
+                return;
+            }
+            a.life.running();
+            ctx.add_stream(a.queue.clone().stream());
+        });
         ctx.run_interval(std::time::Duration::from_secs(1), |a, _| a.life.heartbeat());
     }
 }
@@ -209,8 +233,7 @@ impl Supervised for BatcherActor {
     }
 }
 
-impl Handler<CapturedFrame> for BatcherActor {
-    type Result = ();
+impl StreamHandler<CapturedFrame> for BatcherActor {
     fn handle(&mut self, frame: CapturedFrame, ctx: &mut Context<Self>) {
         let first = self.assembler.is_empty();
         if let Some(frames) = self.assembler.push(frame) {
@@ -226,9 +249,12 @@ impl Handler<CapturedFrame> for BatcherActor {
             });
         }
     }
+
+    /// The queue's stream never ends; nothing to do.
+    fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
-/// Closes the partial batch now; answers once it is on the bus.
+/// Batches everything queued and the partial batch now; answers once all are on the bus.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Flush;
@@ -236,10 +262,12 @@ pub struct Flush;
 impl Handler<Flush> for BatcherActor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
-        match self.assembler.take() {
-            Some(frames) => AtomicResponse::new(Box::pin(self.hand_over(frames))),
-            None => AtomicResponse::new(Box::pin(actix::fut::ready(()))),
+        let mut batches = Vec::new();
+        while let Some(frame) = self.queue.frames.pop() {
+            batches.extend(self.assembler.push(frame));
         }
+        batches.extend(self.assembler.take());
+        AtomicResponse::new(Box::pin(self.hand_over(batches)))
     }
 }
 

@@ -1,18 +1,23 @@
 //! `SourceActor`: one per camera, on the camera's own arbiter. Owns the camera's capture thread,
 //! which reads access units from the camera's `FrameSource`, decodes them (openh264), samples to
-//! `sample_fps`, resizes and JPEG-encodes the kept frames, and hands them to the camera's
-//! `BatcherActor` (`try_send`: when the batcher's mailbox is full the frame is dropped and counted,
-//! a live camera cannot wait). Receives `WorkerExited` from its thread and `Retire` from the root.
-//! Fails when the source cannot be opened or read, or the thread panics: the actor stops, actix's
-//! supervisor restarts it after the backoff delay, and the thread is started afresh.
+//! `sample_fps`, resizes and JPEG-encodes the kept frames, and pushes them onto the camera's
+//! bounded `FrameQueue` for its `BatcherActor`. When the queue is full (the bus is down or slow) the
+//! oldest frame is dropped and counted: a live camera cannot wait.
+//!
+//! Receives `WorkerExited` from its thread and `Retire` from the root. When the source fails
+//! (cannot open, disconnects, stalls past `stall_timeout`, or the thread panics) the reconnect is
+//! counted by reason, the actor stops, and actix's supervisor restarts it after the backoff delay
+//! (exponential, full jitter): the thread starts afresh. A file that ends without `loop` marks the
+//! camera finished (not failed); the batcher keeps its partial batch until `max_wait` or shutdown.
 
-use super::batcher::{BatcherActor, CapturedFrame};
+use super::batcher::{CapturedFrame, FrameQueue};
 use super::{Life, PanicGuard, Retire, Shared};
 use crate::config::{CameraConfig, SourceUrl};
 use crate::media::TruthBox;
-use crate::media::h264::H264Decoder;
+use crate::media::h264::{H264Decoder, YuvFrame};
 use crate::media::jpeg::{FrameEncoder, scale_box};
-use crate::media::source::Sampler;
+use crate::media::source::{EncodedUnit, Sampler, SourceError};
+use crate::status::ActorState;
 use actix::prelude::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +26,7 @@ use std::time::{Duration, Instant};
 pub struct SourceActor {
     camera: CameraConfig,
     url: SourceUrl,
-    batcher: Addr<BatcherActor>,
+    queue: Arc<FrameQueue>,
     life: Life,
     stop: Option<Arc<AtomicBool>>,
     /// Counts capture threads started, so a late exit of an old thread is told apart.
@@ -30,25 +35,9 @@ pub struct SourceActor {
 }
 
 impl SourceActor {
-    pub fn new(
-        camera: CameraConfig,
-        url: SourceUrl,
-        batcher: Addr<BatcherActor>,
-        life: Life,
-        guard: PanicGuard,
-    ) -> Self {
-        life.shared
-            .status
-            .camera_registered(&camera.id, &camera.url);
-        Self {
-            camera,
-            url,
-            batcher,
-            life,
-            stop: None,
-            worker: 0,
-            _guard: guard,
-        }
+    pub fn new(camera: CameraConfig, url: SourceUrl, queue: Arc<FrameQueue>, life: Life, guard: PanicGuard) -> Self {
+        life.shared.status.camera_registered(&camera.id, &camera.url);
+        Self { camera, url, queue, life, stop: None, worker: 0, _guard: guard }
     }
 
     fn launch(&mut self, ctx: &mut Context<Self>) {
@@ -59,36 +48,22 @@ impl SourceActor {
         self.stop = Some(stop.clone());
         self.worker += 1;
         let worker = self.worker;
-        let (camera, url, shared, batcher, me) = (
-            self.camera.clone(),
-            self.url.clone(),
-            self.life.shared.clone(),
-            self.batcher.clone(),
-            ctx.address(),
-        );
-        let spawned = std::thread::Builder::new()
-            .name(format!("cam-{}", camera.id))
-            .spawn(move || {
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    capture(&camera, &url, &shared, &batcher, &stop)
-                }));
-                let result = match outcome {
-                    Ok(r) => r,
-                    Err(p) => Err(format!(
-                        "camera {}: capture thread panicked: {}",
-                        camera.id,
-                        super::panic_message(p)
-                    )),
-                };
-                me.do_send(WorkerExited { worker, result });
-            });
+        let (camera, url, shared, queue, me) =
+            (self.camera.clone(), self.url.clone(), self.life.shared.clone(), self.queue.clone(), ctx.address());
+        let spawned = std::thread::Builder::new().name(format!("cam-{}", camera.id)).spawn(move || {
+            let capture = Capture { camera: &camera, url: &url, shared: &shared, queue: &queue, stop: &stop };
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| capture.run()));
+            let result = match outcome {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err((e.reason(), e.to_string())),
+                Err(p) => Err(("panic", format!("camera {}: capture thread panicked: {}", camera.id, super::panic_message(p)))),
+            };
+            me.do_send(WorkerExited { worker, result });
+        });
         match spawned {
             Ok(_) => self.life.running(),
             Err(e) => {
-                self.life.failed(&format!(
-                    "camera {}: cannot start capture thread: {e}",
-                    self.camera.id
-                ));
+                self.life.failed(&format!("camera {}: cannot start capture thread: {e}", self.camera.id));
                 ctx.stop();
             }
         }
@@ -101,7 +76,7 @@ impl Actor for SourceActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let delay = self.life.starting();
         ctx.run_later(delay, |a, ctx| a.launch(ctx));
-        // While no capture thread runs (backoff), the actor itself shows it is alive.
+        // While no capture thread runs (backoff, or a finished file), the actor shows it is alive.
         ctx.run_interval(Duration::from_secs(1), |a, _| {
             if a.stop.is_none() && !a.life.retired {
                 a.life.heartbeat();
@@ -113,12 +88,7 @@ impl Actor for SourceActor {
         if let Some(stop) = self.stop.take() {
             stop.store(true, Ordering::SeqCst);
         }
-        self.life
-            .shared
-            .metrics
-            .camera_up
-            .with_label_values(&[&self.camera.id])
-            .set(0);
+        self.life.shared.metrics.camera_up.with_label_values(&[&self.camera.id]).set(0);
         Running::Stop
     }
 }
@@ -129,12 +99,12 @@ impl Supervised for SourceActor {
     }
 }
 
-/// The capture thread ended: `Ok` when the source finished, `Err` with the reason otherwise.
+/// The capture thread ended: `Ok` when the source finished, `Err((reason, message))` otherwise.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct WorkerExited {
     pub worker: u64,
-    pub result: Result<(), String>,
+    pub result: Result<(), (&'static str, String)>,
 }
 
 impl Handler<WorkerExited> for SourceActor {
@@ -144,13 +114,18 @@ impl Handler<WorkerExited> for SourceActor {
             return;
         }
         self.stop = None;
+        let m = &self.life.shared.metrics;
+        m.camera_up.with_label_values(&[&self.camera.id]).set(0);
         match msg.result {
             Ok(()) => {
-                tracing::info!(camera = %self.camera.id, "source finished");
-                self.life.set_state(crate::status::ActorState::Stopped);
+                tracing::info!(camera = %self.camera.id, "source finished (end of file)");
+                self.life.set_state(ActorState::Finished);
             }
-            Err(e) => {
-                self.life.failed(&e);
+            Err((reason, e)) => {
+                m.camera_reconnects.with_label_values(&[&self.camera.id, reason]).inc();
+                let refs: Vec<String> = self.camera.secrets();
+                let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+                self.life.failed(&crate::redact::secrets(&e, &refs));
                 ctx.stop();
             }
         }
@@ -165,93 +140,99 @@ impl Handler<Retire> for SourceActor {
     }
 }
 
-/// The capture loop: runs until `stop` is set, the source ends (`Ok`) or fails (`Err`).
-fn capture(
-    camera: &CameraConfig,
-    url: &SourceUrl,
-    shared: &Shared,
-    batcher: &Addr<BatcherActor>,
-    stop: &AtomicBool,
-) -> Result<(), String> {
-    let id = camera.id.as_str();
-    let m = &shared.metrics;
-    let mut source = shared.opener.open(camera, url).map_err(|e| e.to_string())?;
-    let mut decoder = H264Decoder::new().map_err(|e| format!("camera {id}: {e}"))?;
-    let mut encoder = FrameEncoder::new(camera.width, camera.height, camera.jpeg_quality)
-        .map_err(|e| format!("camera {id}: {e}"))?;
-    let mut sampler = Sampler::new(camera.sample_fps);
-    let mut seq = 0u64;
-    let out = (camera.width, camera.height);
-    let (captured, decoded, sampled) = (
-        m.frames_captured.with_label_values(&[id]),
-        m.frames_decoded.with_label_values(&[id]),
-        m.frames_sampled.with_label_values(&[id]),
-    );
-    let (decode_t, encode_t) = (
-        m.stage_duration.with_label_values(&["decode"]),
-        m.stage_duration.with_label_values(&["encode"]),
-    );
-    while !stop.load(Ordering::Relaxed) {
-        shared.status.heartbeat("source", Some(id));
-        let Some(unit) = source.next_unit().map_err(|e| e.to_string())? else {
-            return Ok(());
+/// One run of a camera's capture thread.
+struct Capture<'a> {
+    camera: &'a CameraConfig,
+    url: &'a SourceUrl,
+    shared: &'a Shared,
+    queue: &'a FrameQueue,
+    stop: &'a AtomicBool,
+}
+
+/// Per-run state of the decode → sample → encode chain.
+struct Chain {
+    decoder: H264Decoder,
+    encoder: FrameEncoder,
+    sampler: Sampler,
+    seq: u64,
+}
+
+impl Capture<'_> {
+    /// Runs until `stop` is set or the source ends (`Ok`), or fails (`Err`).
+    fn run(&self) -> Result<(), SourceError> {
+        let id = self.camera.id.as_str();
+        let err = |reason: String| SourceError::Read { camera: id.to_string(), reason };
+        let mut chain = Chain {
+            decoder: H264Decoder::new().map_err(|e| err(e.to_string()))?,
+            encoder: FrameEncoder::new(self.camera.width, self.camera.height, self.camera.jpeg_quality).map_err(|e| err(e.to_string()))?,
+            sampler: Sampler::new(self.camera.sample_fps),
+            seq: 0,
         };
-        captured.inc();
-        let t = Instant::now();
-        let picture = match decoder.decode(&unit.annexb) {
-            Ok(Some(p)) => p,
-            Ok(None) => continue,
-            Err(e) => {
-                m.decode_errors.with_label_values(&[id]).inc();
-                tracing::warn!(
-                    camera = id,
-                    capture_us = unit.capture_us,
-                    "undecodable access unit skipped: {e}"
-                );
-                continue;
+        let mut source = self.shared.opener.open(self.camera, self.url)?;
+        let mut last = None;
+        while !self.stop.load(Ordering::Relaxed) {
+            self.shared.status.heartbeat("source", Some(id));
+            match source.next_unit()? {
+                Some(unit) => {
+                    self.shared.metrics.frames_captured.with_label_values(&[id]).inc();
+                    let t = Instant::now();
+                    match chain.decoder.decode(&unit.annexb) {
+                        Ok(Some(picture)) => {
+                            self.shared.metrics.stage_duration.with_label_values(&["decode"]).observe(t.elapsed().as_secs_f64());
+                            self.frame(&mut chain, picture, &unit)?;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            self.shared.metrics.decode_errors.with_label_values(&[id]).inc();
+                            tracing::warn!(camera = id, capture_us = unit.capture_us, "undecodable access unit skipped: {e}");
+                        }
+                    }
+                    last = Some(unit);
+                }
+                None => {
+                    // End of a file: the decoder still holds reordered pictures.
+                    let flushed = chain.decoder.flush().map_err(|e| err(e.to_string()))?;
+                    if let Some(unit) = &last {
+                        for picture in flushed {
+                            self.frame(&mut chain, picture, unit)?;
+                        }
+                    }
+                    if !self.camera.loop_file {
+                        return Ok(());
+                    }
+                    chain.decoder = H264Decoder::new().map_err(|e| err(e.to_string()))?;
+                    source = self.shared.opener.open(self.camera, self.url)?;
+                }
             }
-        };
-        decode_t.observe(t.elapsed().as_secs_f64());
-        decoded.inc();
-        shared.status.camera_frame(id);
+        }
+        Ok(())
+    }
+
+    /// One decoded picture: count it, sample it, encode it, queue it.
+    fn frame(&self, chain: &mut Chain, picture: YuvFrame, unit: &EncodedUnit) -> Result<(), SourceError> {
+        let (id, m) = (self.camera.id.as_str(), &self.shared.metrics);
+        m.frames_decoded.with_label_values(&[id]).inc();
+        self.shared.status.camera_frame(id);
         m.camera_up.with_label_values(&[id]).set(1);
-        m.camera_last_frame
-            .with_label_values(&[id])
-            .set(unit.capture_us as f64 / 1e6);
-        if !sampler.keep(unit.capture_us) {
-            continue;
+        m.camera_last_frame.with_label_values(&[id]).set(unit.capture_us as f64 / 1e6);
+        if !chain.sampler.keep(unit.capture_us) {
+            return Ok(());
         }
         let t = Instant::now();
-        let jpeg = encoder
+        let jpeg = chain
+            .encoder
             .encode(&picture)
-            .map_err(|e| format!("camera {id}: JPEG encoding failed: {e}"))?;
-        encode_t.observe(t.elapsed().as_secs_f64());
-        sampled.inc();
-        let truth = unit
-            .truth
-            .into_iter()
-            .map(|b| TruthBox {
-                bbox: scale_box(b.bbox, unit.source_size, out),
-                ..b
-            })
-            .collect();
-        let frame = CapturedFrame {
-            seq,
-            capture_us: unit.capture_us,
-            width: out.0,
-            height: out.1,
-            jpeg,
-            truth,
-        };
-        seq += 1;
-        match batcher.try_send(frame) {
-            Ok(()) => {}
-            Err(SendError::Full(_)) => m
-                .frames_dropped
-                .with_label_values(&[id, "batcher_full"])
-                .inc(),
-            Err(SendError::Closed(_)) => return Err(format!("camera {id}: batcher is gone")),
+            .map_err(|e| SourceError::Read { camera: id.to_string(), reason: format!("JPEG encoding failed: {e}") })?;
+        m.stage_duration.with_label_values(&["encode"]).observe(t.elapsed().as_secs_f64());
+        m.frames_sampled.with_label_values(&[id]).inc();
+        let out = chain.encoder.out_size();
+        let size = if unit.truth.is_empty() { (picture.width, picture.height) } else { unit.source_size };
+        let truth = unit.truth.iter().map(|b| TruthBox { bbox: scale_box(b.bbox, size, out), ..b.clone() }).collect();
+        let frame = CapturedFrame { seq: chain.seq, capture_us: unit.capture_us, width: out.0, height: out.1, jpeg, truth };
+        chain.seq += 1;
+        if self.queue.push(frame).is_some() {
+            m.frames_dropped.with_label_values(&[id, "queue_full"]).inc();
         }
+        Ok(())
     }
-    Ok(())
 }

@@ -5,7 +5,7 @@
 //! waits (up to the grace period) until every batch on the bus is durable. Lives as long as the daemon.
 
 use super::annotator::AnnotatorActor;
-use super::batcher::{BatcherActor, Flush};
+use super::batcher::{BatcherActor, BatcherSpec, Flush, FrameQueue};
 use super::consumer::{ConsumerActor, InFlight, Stages};
 use super::inference::InferenceActor;
 use super::producer::ProducerActor;
@@ -102,12 +102,16 @@ impl Root {
         self.shared.metrics.init_camera(&cam.id);
         let arbiter = Arbiter::new();
         let unit = Unit::Camera(cam.id.clone());
+        let queue = FrameQueue::new(cam.queue_frames);
         let batcher = BatcherActor::new(
-            cam.id.clone(),
-            url.source_type(),
-            cam.jpeg_quality,
-            self.cfg.batch.clone(),
-            self.producer.clone(),
+            BatcherSpec {
+                camera: cam.id.clone(),
+                source_type: url.source_type(),
+                jpeg_quality: cam.jpeg_quality,
+                batch: self.cfg.batch.clone(),
+                queue: queue.clone(),
+                producer: self.producer.clone(),
+            },
             self.life("batcher", Some(&cam.id)),
             self.guard(unit.clone(), "batcher", ctx),
         );
@@ -115,7 +119,7 @@ impl Root {
         let source = SourceActor::new(
             cam.clone(),
             url,
-            batcher.clone(),
+            queue,
             self.life("source", Some(&cam.id)),
             self.guard(unit, "source", ctx),
         );
@@ -163,7 +167,7 @@ impl Root {
             self.life("producer", None),
             self.guard(Unit::Producer, "producer", ctx),
         );
-        if self.embedded.is_none() {
+        if self.embedded.is_none() && self.cfg.kafka.create_topic {
             let kafka = self.cfg.kafka.clone();
             actix::spawn(
                 async move { crate::bus::kafka::KafkaProducer::ensure_topic(&kafka).await },

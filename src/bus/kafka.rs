@@ -48,12 +48,13 @@ impl KafkaProducer {
     pub fn new(cfg: &KafkaConfig) -> Result<Self, BusError> {
         let secrets = secrets_of(cfg);
         let mut c = ClientConfig::new();
-        c.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.max.bytes", "8000000");
+        c.set("enable.idempotence", "true").set("acks", "all");
         for (k, v) in base_config(cfg).config_map() {
             c.set(k, v);
         }
+        // A message may be `max_message_bytes` plus its headers and record framing.
+        c.set("message.max.bytes", (cfg.max_message_bytes + 64 * 1024).to_string())
+            .set("compression.type", &cfg.compression);
         let inner: FutureProducer = c.create().map_err(|e| err(&secrets, e))?;
         Ok(Self {
             inner,
@@ -67,7 +68,8 @@ impl KafkaProducer {
     pub async fn ensure_topic(cfg: &KafkaConfig) {
         let admin: Result<AdminClient<_>, _> = base_config(cfg).create();
         let Ok(admin) = admin else { return };
-        let topic = NewTopic::new(&cfg.topic, cfg.partitions, TopicReplication::Fixed(-1));
+        let max_bytes = (cfg.max_message_bytes + 64 * 1024).to_string();
+        let topic = NewTopic::new(&cfg.topic, cfg.partitions, TopicReplication::Fixed(-1)).set("max.message.bytes", &max_bytes);
         let opts = AdminOptions::new()
             .operation_timeout(Some(Duration::from_secs(5)))
             .request_timeout(Some(Duration::from_secs(5)));

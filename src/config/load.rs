@@ -311,6 +311,22 @@ fn validate(cfg: &Config, role: Role) -> Vec<Problem> {
                 );
             }
         }
+        if cam.stall_timeout < std::time::Duration::from_millis(100) {
+            add(key("stall_timeout"), "must be at least 100ms".into());
+        }
+        if !(1..=10_000).contains(&cam.queue_frames) {
+            add(key("queue_frames"), format!("{} must be from 1 to 10000", cam.queue_frames));
+        }
+        let rtsp = matches!(src, Ok(SourceUrl::Rtsp(_)));
+        if !rtsp && (cam.username.is_some() || cam.password.is_some()) {
+            add(key("username"), "username/password are for rtsp:// cameras".into());
+        }
+        if rtsp && cam.password.is_some() && cam.username.is_none() {
+            add(key("username"), "a password needs a username".into());
+        }
+        if cam.loop_file && !matches!(src, Ok(SourceUrl::File(_))) {
+            add(key("loop"), "loop is for file:// cameras".into());
+        }
         if !(1..=100).contains(&cam.jpeg_quality) {
             add(
                 key("jpeg_quality"),
@@ -369,13 +385,19 @@ fn validate(cfg: &Config, role: Role) -> Vec<Problem> {
             format!("{} must be from 1 to 1024", k.max_in_flight),
         );
     }
+    if !(10_000..=1_000_000_000).contains(&k.max_message_bytes) {
+        add("kafka.max_message_bytes".into(), format!("{} must be from 10000 to 1000000000", k.max_message_bytes));
+    }
+    if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&k.compression.as_str()) {
+        add("kafka.compression".into(), format!("{:?} must be one of none, gzip, snappy, lz4, zstd", k.compression));
+    }
     if k.embedded_capacity == 0 {
         add(
             "kafka.embedded_capacity".into(),
             "must be above zero".into(),
         );
     }
-    for reserved in ["enable.auto.commit", "group.id", "bootstrap.servers"] {
+    for reserved in ["enable.auto.commit", "group.id", "bootstrap.servers", "message.max.bytes", "compression.type"] {
         if k.librdkafka.contains_key(reserved) {
             add(
                 format!("kafka.librdkafka.\"{reserved}\""),

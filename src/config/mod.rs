@@ -105,6 +105,42 @@ pub struct CameraConfig {
     pub height: u32,
     #[serde(default = "defaults::jpeg_quality")]
     pub jpeg_quality: u8,
+    /// RTSP: `"tcp"` (interleaved, default) or `"udp"`.
+    #[serde(default)]
+    pub transport: Transport,
+    /// RTSP credentials, when not in the URL (use `${VAR}`). Never logged or shown.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// RTSP: no frame for this long counts as a stalled stream (reconnect).
+    #[serde(default = "defaults::stall_timeout", with = "humantime_serde")]
+    pub stall_timeout: Duration,
+    /// File: start again at the end.
+    #[serde(default, rename = "loop")]
+    pub loop_file: bool,
+    /// File: `"realtime"` (the file's own frame rate, default) or `"fast"` (as fast as decoding goes).
+    #[serde(default)]
+    pub pace: Pace,
+    /// Sampled frames waiting for the batcher; when full, the oldest is dropped and counted.
+    #[serde(default = "defaults::queue_frames")]
+    pub queue_frames: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pace {
+    #[default]
+    Realtime,
+    Fast,
 }
 
 impl CameraConfig {
@@ -116,8 +152,34 @@ impl CameraConfig {
             width: defaults::width(),
             height: defaults::height(),
             jpeg_quality: defaults::jpeg_quality(),
+            transport: Transport::default(),
+            username: None,
+            password: None,
+            stall_timeout: defaults::stall_timeout(),
+            loop_file: false,
+            pace: Pace::default(),
+            queue_frames: defaults::queue_frames(),
         }
     }
+
+    /// The camera's secrets (password in the URL or the `password` key), for scrubbing free text.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.password.iter().filter(|p| !p.is_empty()).cloned().collect();
+        if let Ok(u) = url::Url::parse(&self.url) {
+            if let Some(p) = u.password() {
+                v.push(p.to_string());
+                if let Ok(decoded) = urlencoding_decode(p) {
+                    v.push(decoded);
+                }
+            }
+        }
+        v
+    }
+}
+
+fn urlencoding_decode(s: &str) -> Result<String, std::str::Utf8Error> {
+    let bytes: Vec<u8> = url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned().into_bytes()).unwrap_or_default();
+    std::str::from_utf8(&bytes).map(str::to_string)
 }
 
 mod defaults {
@@ -132,6 +194,12 @@ mod defaults {
     }
     pub fn jpeg_quality() -> u8 {
         80
+    }
+    pub fn stall_timeout() -> std::time::Duration {
+        std::time::Duration::from_secs(5)
+    }
+    pub fn queue_frames() -> usize {
+        50
     }
 }
 
@@ -167,8 +235,29 @@ pub struct KafkaConfig {
     pub max_in_flight: usize,
     /// Capacity of each embedded partition, in batches (the producer waits when full).
     pub embedded_capacity: usize,
+    /// Format of produced messages; the consumer accepts both on one topic.
+    pub wire_format: WireFormat,
+    /// Largest message the producer sends (librdkafka `message.max.bytes`, and the embedded bus's
+    /// limit). A larger batch is refused with an error and counted, or with `claim_check` its frames
+    /// go to storage first and the message carries their keys.
+    pub max_message_bytes: usize,
+    pub claim_check: bool,
+    /// librdkafka `compression.type`: none, gzip, snappy, lz4, zstd.
+    pub compression: String,
+    /// Create the topic (`partitions`, `max.message.bytes`) when it does not exist.
+    pub create_topic: bool,
     /// Any librdkafka property, passed through as is (e.g. `"security.protocol" = "SASL_SSL"`).
     pub librdkafka: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WireFormat {
+    /// `framewire.v1.FrameBatch` in Protocol Buffers.
+    #[default]
+    FramewireV1,
+    /// The Python prototype's JSON (base64 JPEGs).
+    SeedJson,
 }
 
 impl Default for KafkaConfig {
@@ -180,6 +269,11 @@ impl Default for KafkaConfig {
             group_id: "framewire".into(),
             max_in_flight: 4,
             embedded_capacity: 64,
+            wire_format: WireFormat::default(),
+            max_message_bytes: 1_000_000,
+            claim_check: false,
+            compression: "none".into(),
+            create_topic: true,
             librdkafka: BTreeMap::new(),
         }
     }
@@ -309,6 +403,10 @@ impl SupervisorConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceUrl {
     Synthetic(crate::media::synthetic::SceneConfig),
+    /// `rtsp://[user:pass@]host[:port]/path` (credentials may instead come from the camera's keys).
+    Rtsp(url::Url),
+    /// `file:///abs/path.mp4` or `.h264` / `.264` (raw Annex B).
+    File(std::path::PathBuf),
 }
 
 impl SourceUrl {
@@ -353,13 +451,8 @@ impl SourceUrl {
     pub fn source_type(&self) -> &'static str {
         match self {
             SourceUrl::Synthetic(_) => "synthetic",
-        }
-    }
-
-    /// Frames per second the source delivers.
-    pub fn fps(&self) -> f64 {
-        match self {
-            SourceUrl::Synthetic(s) => s.fps as f64,
+            SourceUrl::Rtsp(_) => "rtsp",
+            SourceUrl::File(_) => "file",
         }
     }
 }

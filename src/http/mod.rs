@@ -34,6 +34,11 @@ async fn readyz(s: web::Data<HttpState>) -> HttpResponse {
 
 async fn metrics(s: web::Data<HttpState>) -> HttpResponse {
     s.metrics.uptime.set(s.status.uptime().as_secs_f64());
+    for (camera, age) in s.status.camera_ages() {
+        if let Some(age) = age {
+            s.metrics.camera_last_frame_age.with_label_values(&[&camera]).set(age);
+        }
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(s.metrics.render())

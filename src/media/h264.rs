@@ -69,6 +69,14 @@ impl H264Decoder {
         self.decoded += 1;
         Ok(Some(frame))
     }
+
+    /// End of stream: returns the pictures the decoder still holds (reordering delay), in order.
+    pub fn flush(&mut self) -> Result<Vec<YuvFrame>, DecodeError> {
+        let pictures = self.inner.flush_remaining().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+        let frames = pictures.iter().map(copy_picture).collect::<Result<Vec<_>, _>>()?;
+        self.decoded += frames.len() as u64;
+        Ok(frames)
+    }
 }
 
 /// NAL unit types (`nal_unit_type`, 0..=31) of an Annex B buffer, in order: 5 is an IDR slice,

@@ -6,8 +6,10 @@
 //! - `annotate`: draw boxes and `label confidence` text onto a frame.
 
 pub mod annotate;
+pub mod file;
 pub mod h264;
 pub mod jpeg;
+pub mod rtsp;
 pub mod source;
 pub mod synthetic;
 

@@ -19,16 +19,39 @@ pub struct EncodedUnit {
     pub source_size: (u32, u32),
 }
 
+/// Why a source stopped delivering. Messages name the camera and never carry credentials
+/// (sources build them from redacted URLs).
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("camera {camera}: cannot open source: {reason}")]
     Open { camera: String, reason: String },
     #[error("camera {camera}: source failed: {reason}")]
     Read { camera: String, reason: String },
+    #[error("camera {camera}: the stream ended (server closed the connection)")]
+    Disconnected { camera: String },
+    #[error("camera {camera}: no frame for {after:?} (stalled stream)")]
+    Stalled { camera: String, after: std::time::Duration },
+    #[error("camera {camera}: unsupported stream: {reason}")]
+    Unsupported { camera: String, reason: String },
 }
 
-/// A live source of access units. `next_unit` blocks until the next one (pacing real time for
-/// live sources); `Ok(None)` means the source has ended.
+impl SourceError {
+    /// The `reason` label of `framewire_camera_reconnects_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SourceError::Open { .. } => "open",
+            SourceError::Read { .. } => "error",
+            SourceError::Disconnected { .. } => "disconnect",
+            SourceError::Stalled { .. } => "stall",
+            SourceError::Unsupported { .. } => "unsupported",
+        }
+    }
+}
+
+/// A source of access units. `next_unit` blocks until the next one (pacing real time where the
+/// source is live or `pace = "realtime"`) and must return within the camera's `stall_timeout`
+/// (with `Err(Stalled)`) when nothing arrives; `Ok(None)` means the source has ended (end of a
+/// file), after which the caller flushes the decoder.
 pub trait FrameSource: Send {
     fn next_unit(&mut self) -> Result<Option<EncodedUnit>, SourceError>;
 }
@@ -54,6 +77,8 @@ impl SourceOpener for DefaultOpener {
     ) -> Result<Box<dyn FrameSource>, SourceError> {
         match url {
             SourceUrl::Synthetic(scene) => Ok(Box::new(SyntheticSource::new(&camera.id, *scene)?)),
+            SourceUrl::Rtsp(u) => Ok(Box::new(super::rtsp::RtspSource::open(camera, u)?)),
+            SourceUrl::File(path) => Ok(Box::new(super::file::FileSource::open(camera, path)?)),
         }
     }
 }

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub batches_consumed: IntCounter,
     pub batches_stored: IntCounterVec,
     pub messages_rejected: IntCounterVec,
+    pub batches_oversize: IntCounterVec,
     pub stage_errors: IntCounterVec,
     pub stage_duration: HistogramVec,
     pub capture_to_stored: HistogramVec,
@@ -174,8 +175,14 @@ impl Metrics {
             messages_rejected: counter(
                 &r,
                 "framewire_messages_rejected_total",
-                "Bus messages that could not be decoded, by reason.",
+                "Batches not delivered or not processed, by reason: undecodable message, oversize (refused by the batcher), claim_missing, or the stage that rejected it permanently.",
                 &["reason"],
+            ),
+            batches_oversize: counter(
+                &r,
+                "framewire_batches_oversize_total",
+                "Batches over kafka.max_message_bytes, by outcome: refused, or claim_checked (frames sent through storage).",
+                &["camera", "outcome"],
             ),
             stage_errors: counter(
                 &r,
@@ -216,10 +223,23 @@ impl Metrics {
                 &["result"],
             ),
             config_generation,
-            camera_reconnects: counter(&r, "framewire_camera_reconnects_total", "Times a camera's source was reopened after it failed, by reason (disconnect, stall, open, error, unsupported, panic).", &["camera", "reason"]),
+            camera_reconnects: counter(
+                &r,
+                "framewire_camera_reconnects_total",
+                "Times a camera's source was reopened after it failed, by reason (disconnect, stall, open, error, unsupported, panic).",
+                &["camera", "reason"],
+            ),
             camera_last_frame_age: {
-                let g = GaugeVec::new(Opts::new("framewire_camera_last_frame_age_seconds", "Seconds since the camera's last decoded frame (at scrape time)."), &["camera"]).expect("valid metric");
-                r.register(Box::new(g.clone())).expect("metric registered once");
+                let g = GaugeVec::new(
+                    Opts::new(
+                        "framewire_camera_last_frame_age_seconds",
+                        "Seconds since the camera's last decoded frame (at scrape time).",
+                    ),
+                    &["camera"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone()))
+                    .expect("metric registered once");
                 g
             },
             camera_up: gauge(
@@ -240,7 +260,14 @@ impl Metrics {
             registry: r,
         };
         // Series with a known, fixed set of labels start at zero.
-        for reason in ["undecodable", "inference", "annotate", "store"] {
+        for reason in [
+            "undecodable",
+            "oversize",
+            "claim_missing",
+            "inference",
+            "annotate",
+            "store",
+        ] {
             m.messages_rejected.with_label_values(&[reason]);
         }
         for stage in ["produce", "consume", "inference", "annotate", "store"] {
@@ -276,6 +303,9 @@ impl Metrics {
         }
         self.frames_dropped
             .with_label_values(&[camera, "queue_full"]);
+        for outcome in ["refused", "claim_checked"] {
+            self.batches_oversize.with_label_values(&[camera, outcome]);
+        }
         self.capture_to_stored.with_label_values(&[camera]);
         self.camera_up.with_label_values(&[camera]);
     }

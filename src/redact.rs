@@ -6,6 +6,10 @@
 /// parameters named like secrets (`password`, `token`, `secret`, `key`) are masked too. Text that is
 /// not a URL is scrubbed of any `user:pass@` authority it contains.
 pub fn url(raw: &str) -> String {
+    // Free text that merely contains (or starts with) a URL is scrubbed, not re-encoded as a URL.
+    if raw.contains(char::is_whitespace) {
+        return scrub_authority(raw);
+    }
     match url::Url::parse(raw) {
         Ok(mut u) => {
             if u.password().is_some() {
@@ -86,9 +90,12 @@ mod tests {
         assert!(r.contains("seed=3") && !r.contains("abc123"), "{r}");
     }
 
-    /// Ensures free text with an embedded URL is scrubbed too.
+    /// Ensures free text with an embedded URL is scrubbed too, and text starting with a URL is
+    /// left readable (not percent-encoded).
     #[test]
     fn free_text_is_scrubbed() {
+        let r = super::url("rtsp://u:pw1@cam/video: DESCRIBE failed");
+        assert_eq!(r, "rtsp://u:***@cam/video: DESCRIBE failed");
         let r = super::url("connect to rtsp://u:s3cret@cam/x failed");
         assert!(!r.contains("s3cret") && r.contains("u:***@cam"), "{r}");
         assert_eq!(

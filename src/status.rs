@@ -217,7 +217,16 @@ impl StatusRegistry {
     /// Seconds since each camera's last frame (`None` before the first).
     pub fn camera_ages(&self) -> Vec<(String, Option<f64>)> {
         let now = Instant::now();
-        self.cameras.lock().iter().map(|(id, c)| (id.clone(), c.last_frame.map(|t| now.duration_since(t).as_secs_f64()))).collect()
+        self.cameras
+            .lock()
+            .iter()
+            .map(|(id, c)| {
+                (
+                    id.clone(),
+                    c.last_frame.map(|t| now.duration_since(t).as_secs_f64()),
+                )
+            })
+            .collect()
     }
 
     pub fn uptime(&self) -> Duration {

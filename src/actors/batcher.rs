@@ -1,19 +1,27 @@
 //! `BatcherActor`: one per camera, beside its source. Takes `CapturedFrame`s from the camera's
 //! `FrameQueue` (a stream), closes a batch at `batch.frames` frames or `batch.max_wait` after its
-//! first frame (whichever comes first), encodes it and hands it to the producer, waiting until the
-//! bus has acknowledged it (retrying forever: a batch handed over is never dropped). While it
-//! waits it takes no frames, so the queue fills and the capture thread drops the oldest (counted).
-//! `Flush` batches everything queued plus the partial batch (removal, shutdown). A restart loses
-//! only the partial batch in hand; the queue outlives it.
-
+//! first frame (whichever comes first), encodes it (`kafka.wire_format`) and hands it to the
+//! producer, waiting until the bus has acknowledged it (retrying forever: a batch handed over is
+//! never dropped). While it waits it takes no frames, so the queue fills and the capture thread drops
+//! the oldest (counted). `Flush` batches everything queued plus the partial batch (removal,
+//! shutdown). A restart loses only the partial batch in hand; the queue outlives it.
+//!
+//! Oversize guard: a message over `kafka.max_message_bytes` is never sent and never silently lost.
+//! Without `kafka.claim_check` it is refused: an error naming camera, batch, size and limit (also in
+//! `/status`), counted in `framewire_messages_rejected_total{reason="oversize"}`, and the camera
+//! goes on. With claim-check the frames' JPEGs are first written to storage (`keys::claim_key`, on
+//! the blocking pool, retried until durable) and the message carries their keys instead.
 use super::producer::{Produce, ProducerActor};
-use super::{Life, PanicGuard, Retire, Slot};
+use super::{Life, PanicGuard, Retire, Shared, Slot};
 use crate::bus::OutMessage;
-use crate::config::BatchConfig;
+use crate::clock::Backoff;
+use crate::config::{BatchConfig, KafkaConfig, StorageConfig, WireFormat};
 use crate::media::TruthBox;
+use crate::storage::{ObjectStore, StorageError, keys};
 use crate::wire::{self, v1};
 use actix::prelude::*;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// One sampled, resized, JPEG-encoded frame of a camera.
 #[derive(Message, Debug, Clone)]
@@ -37,7 +45,10 @@ pub struct FrameQueue {
 
 impl FrameQueue {
     pub fn new(capacity: usize) -> Arc<Self> {
-        Arc::new(Self { frames: crossbeam_queue::ArrayQueue::new(capacity.max(1)), ready: tokio::sync::Notify::new() })
+        Arc::new(Self {
+            frames: crossbeam_queue::ArrayQueue::new(capacity.max(1)),
+            ready: tokio::sync::Notify::new(),
+        })
     }
 
     /// Adds a frame; returns the oldest one if it had to make room.
@@ -99,11 +110,42 @@ impl Assembler {
     }
 }
 
+/// How batches go onto the bus: wire format, the bus's size limit, and where the frames of an
+/// oversize batch go with claim-check. Built from `[kafka]` and `[storage]`.
+#[derive(Clone)]
+pub struct Output {
+    pub format: WireFormat,
+    pub max_message_bytes: usize,
+    /// `Some` with `kafka.claim_check`.
+    pub claims: Option<Claims>,
+}
+
+/// The store and key prefix claim-checked frames are written to.
+#[derive(Clone)]
+pub struct Claims {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: String,
+}
+
+impl Output {
+    pub fn new(kafka: &KafkaConfig, storage: &StorageConfig) -> Self {
+        Self {
+            format: kafka.wire_format,
+            max_message_bytes: kafka.max_message_bytes,
+            claims: kafka.claim_check.then(|| Claims {
+                store: crate::storage::open(storage),
+                prefix: storage.prefix.clone(),
+            }),
+        }
+    }
+}
+
 pub struct BatcherActor {
     camera: String,
     source_type: &'static str,
     jpeg_quality: u32,
     cfg: BatchConfig,
+    output: Output,
     queue: Arc<FrameQueue>,
     producer: Slot<ProducerActor>,
     assembler: Assembler,
@@ -122,6 +164,7 @@ pub struct BatcherSpec {
     pub batch: BatchConfig,
     pub queue: Arc<FrameQueue>,
     pub producer: Slot<ProducerActor>,
+    pub output: Output,
 }
 
 impl BatcherActor {
@@ -132,6 +175,7 @@ impl BatcherActor {
             source_type: spec.source_type,
             jpeg_quality: spec.jpeg_quality as u32,
             cfg: spec.batch,
+            output: spec.output,
             queue: spec.queue,
             producer: spec.producer,
             assembler,
@@ -142,13 +186,12 @@ impl BatcherActor {
         }
     }
 
-    /// Turns closed batches into bus messages (assigning sequence numbers).
-    fn build(&mut self, frames: Vec<CapturedFrame>) -> (String, OutMessage) {
+    /// Turns a closed batch into a wire batch (assigning its sequence number).
+    fn build(&mut self, frames: Vec<CapturedFrame>) -> v1::FrameBatch {
         let first = frames.first().map(|f| f.capture_us).unwrap_or_default();
-        let batch_id = wire::batch_id(&self.camera, first, self.sequence);
         let batch = v1::FrameBatch {
             camera_id: self.camera.clone(),
-            batch_id: batch_id.clone(),
+            batch_id: wire::batch_id(&self.camera, first, self.sequence),
             sequence: self.sequence,
             frames: frames.into_iter().map(to_wire_frame).collect(),
             created_time_us: crate::media::source::now_us(),
@@ -156,8 +199,7 @@ impl BatcherActor {
             jpeg_quality: self.jpeg_quality,
         };
         self.sequence += 1;
-        let (payload, headers) = wire::encode(&batch);
-        (batch_id, OutMessage { key: self.camera.clone(), payload, headers })
+        batch
     }
 
     /// Hands a closed batch to the producer and takes no more frames until it is acked.
@@ -167,29 +209,200 @@ impl BatcherActor {
     }
 
     /// The future that hands closed batches over, in order, and resolves once the bus acknowledged
-    /// them all.
-    fn hand_over(&mut self, batches: Vec<Vec<CapturedFrame>>) -> impl ActorFuture<Self, Output = ()> + 'static {
+    /// them all (or, for an oversize batch without claim-check, once it was refused).
+    fn hand_over(
+        &mut self,
+        batches: Vec<Vec<CapturedFrame>>,
+    ) -> impl ActorFuture<Self, Output = ()> + 'static {
         self.opened += 1;
-        let messages: Vec<(String, Arc<OutMessage>)> = batches
+        let batches: Vec<v1::FrameBatch> = batches
             .into_iter()
-            .map(|frames| {
-                let (id, msg) = self.build(frames);
-                (id, Arc::new(msg))
-            })
+            .map(|frames| self.build(frames))
             .collect();
-        let (slot, shared, camera) = (self.producer.clone(), self.life.shared.clone(), self.camera.clone());
+        let (slot, shared, output) = (
+            self.producer.clone(),
+            self.life.shared.clone(),
+            self.output.clone(),
+        );
         async move {
-            for (batch_id, msg) in messages {
+            for batch in batches {
+                let (camera, batch_id) = (batch.camera_id.clone(), batch.batch_id.clone());
+                let Some(msg) = message(batch, &output, &shared).await else {
+                    continue;
+                };
+                let msg = Arc::new(msg);
                 match super::call(&slot, &shared, "produce", || Produce(msg.clone())).await {
-                    Ok((p, o)) => tracing::debug!(camera, batch_id, partition = p, offset = o, "batch on the bus"),
+                    Ok((p, o)) => tracing::debug!(
+                        camera,
+                        batch_id,
+                        partition = p,
+                        offset = o,
+                        "batch on the bus"
+                    ),
                     Err(e) => {
-                        shared.metrics.stage_errors.with_label_values(&["produce"]).inc();
+                        shared
+                            .metrics
+                            .stage_errors
+                            .with_label_values(&["produce"])
+                            .inc();
                         tracing::error!(camera, batch_id, "batch rejected by the bus: {e}");
                     }
                 }
             }
         }
         .into_actor(self)
+    }
+}
+
+/// The bus message for `batch` in the configured format, within `max_message_bytes` (claim-checking
+/// its frames if need be), or `None` when it had to be refused (logged and counted).
+async fn message(batch: v1::FrameBatch, out: &Output, shared: &Shared) -> Option<OutMessage> {
+    let (payload, headers) = wire::encode_as(&batch, out.format);
+    if payload.len() <= out.max_message_bytes {
+        return Some(OutMessage {
+            key: batch.camera_id,
+            payload,
+            headers,
+        });
+    }
+    let size = payload.len();
+    let Some(claims) = &out.claims else {
+        refuse(
+            &batch,
+            shared,
+            &format!(
+                "batch of {} frames is {size} bytes, over kafka.max_message_bytes = {}; not sent. Enable \
+                 kafka.claim_check, or raise kafka.max_message_bytes (and the topic's max.message.bytes), \
+                 or lower batch.frames or the camera's size or jpeg_quality",
+                batch.frames.len(),
+                out.max_message_bytes
+            ),
+        );
+        return None;
+    };
+    let batch = check_in(batch, claims, shared).await?;
+    let (payload, headers) = wire::encode_as(&batch, out.format);
+    if payload.len() > out.max_message_bytes {
+        refuse(
+            &batch,
+            shared,
+            &format!(
+                "batch is {} bytes even with its {} frames claim-checked, over kafka.max_message_bytes = {}; \
+                 not sent. Raise kafka.max_message_bytes or lower batch.frames",
+                payload.len(),
+                batch.frames.len(),
+                out.max_message_bytes
+            ),
+        );
+        return None;
+    }
+    tracing::info!(
+        camera = %batch.camera_id,
+        batch_id = %batch.batch_id,
+        size,
+        limit = out.max_message_bytes,
+        claimed_size = payload.len(),
+        "batch over kafka.max_message_bytes: its frames went to storage (claim-check)"
+    );
+    shared
+        .metrics
+        .batches_oversize
+        .with_label_values(&[&batch.camera_id, "claim_checked"])
+        .inc();
+    Some(OutMessage {
+        key: batch.camera_id,
+        payload,
+        headers,
+    })
+}
+
+/// Logs, counts and records (in `/status`) a batch that will not be sent.
+fn refuse(batch: &v1::FrameBatch, shared: &Shared, why: &str) {
+    shared
+        .metrics
+        .messages_rejected
+        .with_label_values(&["oversize"])
+        .inc();
+    shared
+        .metrics
+        .batches_oversize
+        .with_label_values(&[&batch.camera_id, "refused"])
+        .inc();
+    tracing::error!(camera = %batch.camera_id, batch_id = %batch.batch_id, "{why}");
+    shared.status.record_error(
+        "batcher",
+        Some(&batch.camera_id),
+        &format!("batch {}: {why}", batch.batch_id),
+    );
+}
+
+/// Claim-check: writes every frame's JPEG to storage (on the blocking pool, retrying transient
+/// failures with backoff until durable) and returns the batch with claim keys instead of JPEGs.
+/// `None` only if a write fails permanently (refused and counted like an oversize batch).
+async fn check_in(
+    mut batch: v1::FrameBatch,
+    claims: &Claims,
+    shared: &Shared,
+) -> Option<v1::FrameBatch> {
+    let first = batch
+        .frames
+        .first()
+        .map(|f| f.capture_time_us)
+        .unwrap_or_default();
+    let mut objects = Vec::with_capacity(batch.frames.len());
+    for f in &mut batch.frames {
+        f.claim_key = keys::claim_key(
+            &claims.prefix,
+            &batch.camera_id,
+            first,
+            &batch.batch_id,
+            f.seq,
+        );
+        objects.push((f.claim_key.clone(), std::mem::take(&mut f.jpeg)));
+    }
+    let objects = Arc::new(objects);
+    let mut backoff = Backoff::new(
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+    );
+    loop {
+        let (store, objects) = (claims.store.clone(), objects.clone());
+        let written = tokio::task::spawn_blocking(move || {
+            objects
+                .iter()
+                .try_for_each(|(key, jpeg)| store.put(key, jpeg, "image/jpeg"))
+        })
+        .await;
+        let error = match written {
+            Ok(Ok(())) => return Some(batch),
+            Ok(Err(e @ StorageError::BadKey { .. })) => Some(e.to_string()),
+            Ok(Err(e)) => {
+                shared
+                    .metrics
+                    .stage_errors
+                    .with_label_values(&["claim"])
+                    .inc();
+                let delay = backoff.failed(shared.clock.now(), &mut rand::rng());
+                tracing::warn!(
+                    camera = %batch.camera_id,
+                    batch_id = %batch.batch_id,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "claim-check write failed: {e}"
+                );
+                tokio::time::sleep(delay.max(Duration::from_millis(10))).await;
+                None
+            }
+            Err(e) => Some(format!("claim-check write task failed: {e}")),
+        };
+        if let Some(e) = error {
+            refuse(
+                &batch,
+                shared,
+                &format!("over kafka.max_message_bytes and claim-check failed: {e}; not sent"),
+            );
+            return None;
+        }
     }
 }
 
@@ -200,12 +413,18 @@ fn to_wire_frame(f: CapturedFrame) -> v1::Frame {
         width: f.width,
         height: f.height,
         jpeg: f.jpeg,
+        claim_key: String::new(),
         truth: f
             .truth
             .into_iter()
             .map(|t| v1::TruthBox {
                 label: t.label,
-                bbox: Some(v1::Box { x1: t.bbox[0], y1: t.bbox[1], x2: t.bbox[2], y2: t.bbox[3] }),
+                bbox: Some(v1::Box {
+                    x1: t.bbox[0],
+                    y1: t.bbox[1],
+                    x2: t.bbox[2],
+                    y2: t.bbox[3],
+                }),
                 fully_visible: t.fully_visible,
             })
             .collect(),

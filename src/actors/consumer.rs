@@ -1,6 +1,8 @@
 //! `ConsumerActor`: the process side's member of the consumer group. Takes messages from the bus
-//! (at most `kafka.max_in_flight` batches at once), decodes them, and runs each batch through
-//! inference → annotation → storage as a task; when a batch is durable it marks its offset done and
+//! (at most `kafka.max_in_flight` batches at once), decodes them (framewire.v1 or seed JSON, see
+//! `wire::decode_keyed`), fetches claim-checked frames from storage (`claims`, on the blocking pool;
+//! a missing claim object skips the batch, counted as `reason="claim_missing"`), and runs each batch
+//! through inference → annotation → storage as a task; when a batch is durable it marks its offset done and
 //! commits the partition's contiguous watermark. Nothing is committed before it is stored, so a
 //! crash or restart redelivers what was in flight (same keys, same objects).
 //!
@@ -15,8 +17,10 @@ use super::uploader::{Store, UploaderActor};
 use super::{Life, PanicGuard, Retire, Shared, Slot, StageError};
 use crate::bus::watermark::Watermarks;
 use crate::bus::{BusError, Consumer, Delivery};
+use crate::clock::Backoff;
 use crate::config::KafkaConfig;
 use crate::storage::results::{Model, Timings};
+use crate::storage::{ObjectStore, StorageError};
 use crate::wire;
 use actix::prelude::*;
 use std::sync::Arc;
@@ -34,6 +38,8 @@ pub struct ConsumerActor {
     kafka: KafkaConfig,
     embedded: Option<crate::bus::embedded::EmbeddedBus>,
     stages: Stages,
+    /// Where claim-checked frames are read from.
+    claims: Arc<dyn ObjectStore>,
     consumer: Option<Arc<Consumer>>,
     marks: Watermarks,
     fetching: bool,
@@ -47,6 +53,7 @@ impl ConsumerActor {
         kafka: KafkaConfig,
         embedded: Option<crate::bus::embedded::EmbeddedBus>,
         stages: Stages,
+        claims: Arc<dyn ObjectStore>,
         life: Life,
         guard: PanicGuard,
     ) -> Self {
@@ -54,6 +61,7 @@ impl ConsumerActor {
             kafka,
             embedded,
             stages,
+            claims,
             consumer: None,
             marks: Watermarks::default(),
             fetching: false,
@@ -131,7 +139,7 @@ impl ConsumerActor {
             .metrics
             .in_flight_batches
             .set(self.marks.in_flight() as i64);
-        let batch = match wire::decode(&d.payload, &d.headers) {
+        let batch = match wire::decode_keyed(&d.payload, &d.headers, d.key.as_deref()) {
             Ok(b) => Arc::new(b),
             Err(e) => {
                 self.life
@@ -145,8 +153,12 @@ impl ConsumerActor {
                 return;
             }
         };
-        let (stages, shared) = (self.stages.clone(), self.life.shared.clone());
-        ctx.spawn(process(batch.clone(), stages, shared).into_actor(self).map(move |r, a, ctx| {
+        let (stages, shared, claims) = (
+            self.stages.clone(),
+            self.life.shared.clone(),
+            self.claims.clone(),
+        );
+        ctx.spawn(process(batch.clone(), stages, shared, claims).into_actor(self).map(move |r, a, ctx| {
             match r {
                 Ok(key) => {
                     let m = &a.life.shared.metrics;
@@ -198,7 +210,9 @@ async fn process(
     batch: Arc<wire::FrameBatch>,
     stages: Stages,
     shared: Shared,
+    claims: Arc<dyn ObjectStore>,
 ) -> Result<String, StageError> {
+    let batch = resolve_claims(batch, claims, &shared).await?;
     let t = Instant::now();
     let detections = super::call(&stages.inference, &shared, "inference", || {
         Infer(batch.clone())
@@ -228,6 +242,58 @@ async fn process(
         model: model.clone(),
     })
     .await
+}
+
+/// Fills in the JPEGs of claim-checked frames from storage (on the blocking pool), so later stages
+/// see an ordinary batch. A missing object is a permanent error (`claim_missing`); other storage
+/// errors are retried with backoff.
+async fn resolve_claims(
+    batch: Arc<wire::FrameBatch>,
+    store: Arc<dyn ObjectStore>,
+    shared: &Shared,
+) -> Result<Arc<wire::FrameBatch>, StageError> {
+    if batch.frames.iter().all(|f| f.claim_key.is_empty()) {
+        return Ok(batch);
+    }
+    let mut backoff = Backoff::new(
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+    );
+    loop {
+        let (store, b) = (store.clone(), batch.clone());
+        let fetched = super::blocking("claim", move || {
+            let mut b = (*b).clone();
+            for f in b.frames.iter_mut().filter(|f| !f.claim_key.is_empty()) {
+                f.jpeg = store.get(&f.claim_key).map_err(|e| match e {
+                    StorageError::NotFound { .. } | StorageError::BadKey { .. } => {
+                        StageError::permanent(
+                            "claim_missing",
+                            format!("claim-checked frame {}: {e}", f.seq),
+                        )
+                    }
+                    e => StageError::transient("claim", e.to_string()),
+                })?;
+                f.claim_key.clear();
+            }
+            Ok(b)
+        })
+        .await;
+        match fetched {
+            Ok(b) => return Ok(Arc::new(b)),
+            Err(e) if e.permanent => return Err(e),
+            Err(e) => {
+                shared
+                    .metrics
+                    .stage_errors
+                    .with_label_values(&["claim"])
+                    .inc();
+                let delay = backoff.failed(shared.clock.now(), &mut rand::rng());
+                tracing::warn!(batch_id = %batch.batch_id, retry_in_ms = delay.as_millis() as u64, "{e}");
+                tokio::time::sleep(delay.max(Duration::from_millis(10))).await;
+            }
+        }
+    }
 }
 
 impl Actor for ConsumerActor {

@@ -35,9 +35,25 @@ pub struct SourceActor {
 }
 
 impl SourceActor {
-    pub fn new(camera: CameraConfig, url: SourceUrl, queue: Arc<FrameQueue>, life: Life, guard: PanicGuard) -> Self {
-        life.shared.status.camera_registered(&camera.id, &camera.url);
-        Self { camera, url, queue, life, stop: None, worker: 0, _guard: guard }
+    pub fn new(
+        camera: CameraConfig,
+        url: SourceUrl,
+        queue: Arc<FrameQueue>,
+        life: Life,
+        guard: PanicGuard,
+    ) -> Self {
+        life.shared
+            .status
+            .camera_registered(&camera.id, &camera.url);
+        Self {
+            camera,
+            url,
+            queue,
+            life,
+            stop: None,
+            worker: 0,
+            _guard: guard,
+        }
     }
 
     fn launch(&mut self, ctx: &mut Context<Self>) {
@@ -48,22 +64,46 @@ impl SourceActor {
         self.stop = Some(stop.clone());
         self.worker += 1;
         let worker = self.worker;
-        let (camera, url, shared, queue, me) =
-            (self.camera.clone(), self.url.clone(), self.life.shared.clone(), self.queue.clone(), ctx.address());
-        let spawned = std::thread::Builder::new().name(format!("cam-{}", camera.id)).spawn(move || {
-            let capture = Capture { camera: &camera, url: &url, shared: &shared, queue: &queue, stop: &stop };
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| capture.run()));
-            let result = match outcome {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err((e.reason(), e.to_string())),
-                Err(p) => Err(("panic", format!("camera {}: capture thread panicked: {}", camera.id, super::panic_message(p)))),
-            };
-            me.do_send(WorkerExited { worker, result });
-        });
+        let (camera, url, shared, queue, me) = (
+            self.camera.clone(),
+            self.url.clone(),
+            self.life.shared.clone(),
+            self.queue.clone(),
+            ctx.address(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name(format!("cam-{}", camera.id))
+            .spawn(move || {
+                let capture = Capture {
+                    camera: &camera,
+                    url: &url,
+                    shared: &shared,
+                    queue: &queue,
+                    stop: &stop,
+                };
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| capture.run()));
+                let result = match outcome {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err((e.reason(), e.to_string())),
+                    Err(p) => Err((
+                        "panic",
+                        format!(
+                            "camera {}: capture thread panicked: {}",
+                            camera.id,
+                            super::panic_message(p)
+                        ),
+                    )),
+                };
+                me.do_send(WorkerExited { worker, result });
+            });
         match spawned {
             Ok(_) => self.life.running(),
             Err(e) => {
-                self.life.failed(&format!("camera {}: cannot start capture thread: {e}", self.camera.id));
+                self.life.failed(&format!(
+                    "camera {}: cannot start capture thread: {e}",
+                    self.camera.id
+                ));
                 ctx.stop();
             }
         }
@@ -88,7 +128,12 @@ impl Actor for SourceActor {
         if let Some(stop) = self.stop.take() {
             stop.store(true, Ordering::SeqCst);
         }
-        self.life.shared.metrics.camera_up.with_label_values(&[&self.camera.id]).set(0);
+        self.life
+            .shared
+            .metrics
+            .camera_up
+            .with_label_values(&[&self.camera.id])
+            .set(0);
         Running::Stop
     }
 }
@@ -122,7 +167,9 @@ impl Handler<WorkerExited> for SourceActor {
                 self.life.set_state(ActorState::Finished);
             }
             Err((reason, e)) => {
-                m.camera_reconnects.with_label_values(&[&self.camera.id, reason]).inc();
+                m.camera_reconnects
+                    .with_label_values(&[&self.camera.id, reason])
+                    .inc();
                 let refs: Vec<String> = self.camera.secrets();
                 let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
                 self.life.failed(&crate::redact::secrets(&e, &refs));
@@ -161,40 +208,78 @@ impl Capture<'_> {
     /// Runs until `stop` is set or the source ends (`Ok`), or fails (`Err`).
     fn run(&self) -> Result<(), SourceError> {
         let id = self.camera.id.as_str();
-        let err = |reason: String| SourceError::Read { camera: id.to_string(), reason };
+        let err = |reason: String| SourceError::Read {
+            camera: id.to_string(),
+            reason,
+        };
         let mut chain = Chain {
             decoder: H264Decoder::new().map_err(|e| err(e.to_string()))?,
-            encoder: FrameEncoder::new(self.camera.width, self.camera.height, self.camera.jpeg_quality).map_err(|e| err(e.to_string()))?,
+            encoder: FrameEncoder::new(
+                self.camera.width,
+                self.camera.height,
+                self.camera.jpeg_quality,
+            )
+            .map_err(|e| err(e.to_string()))?,
             sampler: Sampler::new(self.camera.sample_fps),
             seq: 0,
         };
         let mut source = self.shared.opener.open(self.camera, self.url)?;
-        let mut last = None;
+        let mut last: Option<EncodedUnit> = None;
+        let mut prev_capture_us = None;
         while !self.stop.load(Ordering::Relaxed) {
             self.shared.status.heartbeat("source", Some(id));
             match source.next_unit()? {
                 Some(unit) => {
-                    self.shared.metrics.frames_captured.with_label_values(&[id]).inc();
+                    self.shared
+                        .metrics
+                        .frames_captured
+                        .with_label_values(&[id])
+                        .inc();
                     let t = Instant::now();
                     match chain.decoder.decode(&unit.annexb) {
                         Ok(Some(picture)) => {
-                            self.shared.metrics.stage_duration.with_label_values(&["decode"]).observe(t.elapsed().as_secs_f64());
+                            self.shared
+                                .metrics
+                                .stage_duration
+                                .with_label_values(&["decode"])
+                                .observe(t.elapsed().as_secs_f64());
                             self.frame(&mut chain, picture, &unit)?;
                         }
                         Ok(None) => {}
                         Err(e) => {
-                            self.shared.metrics.decode_errors.with_label_values(&[id]).inc();
-                            tracing::warn!(camera = id, capture_us = unit.capture_us, "undecodable access unit skipped: {e}");
+                            self.shared
+                                .metrics
+                                .decode_errors
+                                .with_label_values(&[id])
+                                .inc();
+                            tracing::warn!(
+                                camera = id,
+                                capture_us = unit.capture_us,
+                                "undecodable access unit skipped: {e}"
+                            );
                         }
                     }
+                    prev_capture_us = last.as_ref().map(|u: &EncodedUnit| u.capture_us);
                     last = Some(unit);
                 }
                 None => {
                     // End of a file: the decoder still holds reordered pictures.
                     let flushed = chain.decoder.flush().map_err(|e| err(e.to_string()))?;
                     if let Some(unit) = &last {
-                        for picture in flushed {
-                            self.frame(&mut chain, picture, unit)?;
+                        // Held-back pictures come after the last unit, one frame interval apart
+                        // (the sampler keys on capture time, so they need their own).
+                        let interval =
+                            (unit.capture_us - prev_capture_us.unwrap_or(unit.capture_us)).max(1);
+                        for (k, picture) in flushed.into_iter().enumerate() {
+                            let capture_us = unit.capture_us + interval * (k as i64 + 1);
+                            self.frame(
+                                &mut chain,
+                                picture,
+                                &EncodedUnit {
+                                    capture_us,
+                                    ..unit.clone()
+                                },
+                            )?;
                         }
                     }
                     if !self.camera.loop_file {
@@ -209,12 +294,19 @@ impl Capture<'_> {
     }
 
     /// One decoded picture: count it, sample it, encode it, queue it.
-    fn frame(&self, chain: &mut Chain, picture: YuvFrame, unit: &EncodedUnit) -> Result<(), SourceError> {
+    fn frame(
+        &self,
+        chain: &mut Chain,
+        picture: YuvFrame,
+        unit: &EncodedUnit,
+    ) -> Result<(), SourceError> {
         let (id, m) = (self.camera.id.as_str(), &self.shared.metrics);
         m.frames_decoded.with_label_values(&[id]).inc();
         self.shared.status.camera_frame(id);
         m.camera_up.with_label_values(&[id]).set(1);
-        m.camera_last_frame.with_label_values(&[id]).set(unit.capture_us as f64 / 1e6);
+        m.camera_last_frame
+            .with_label_values(&[id])
+            .set(unit.capture_us as f64 / 1e6);
         if !chain.sampler.keep(unit.capture_us) {
             return Ok(());
         }
@@ -222,16 +314,41 @@ impl Capture<'_> {
         let jpeg = chain
             .encoder
             .encode(&picture)
-            .map_err(|e| SourceError::Read { camera: id.to_string(), reason: format!("JPEG encoding failed: {e}") })?;
-        m.stage_duration.with_label_values(&["encode"]).observe(t.elapsed().as_secs_f64());
+            .map_err(|e| SourceError::Read {
+                camera: id.to_string(),
+                reason: format!("JPEG encoding failed: {e}"),
+            })?;
+        m.stage_duration
+            .with_label_values(&["encode"])
+            .observe(t.elapsed().as_secs_f64());
         m.frames_sampled.with_label_values(&[id]).inc();
         let out = chain.encoder.out_size();
-        let size = if unit.truth.is_empty() { (picture.width, picture.height) } else { unit.source_size };
-        let truth = unit.truth.iter().map(|b| TruthBox { bbox: scale_box(b.bbox, size, out), ..b.clone() }).collect();
-        let frame = CapturedFrame { seq: chain.seq, capture_us: unit.capture_us, width: out.0, height: out.1, jpeg, truth };
+        let size = if unit.truth.is_empty() {
+            (picture.width, picture.height)
+        } else {
+            unit.source_size
+        };
+        let truth = unit
+            .truth
+            .iter()
+            .map(|b| TruthBox {
+                bbox: scale_box(b.bbox, size, out),
+                ..b.clone()
+            })
+            .collect();
+        let frame = CapturedFrame {
+            seq: chain.seq,
+            capture_us: unit.capture_us,
+            width: out.0,
+            height: out.1,
+            jpeg,
+            truth,
+        };
         chain.seq += 1;
         if self.queue.push(frame).is_some() {
-            m.frames_dropped.with_label_values(&[id, "queue_full"]).inc();
+            m.frames_dropped
+                .with_label_values(&[id, "queue_full"])
+                .inc();
         }
         Ok(())
     }

@@ -111,6 +111,7 @@ impl Root {
                 batch: self.cfg.batch.clone(),
                 queue: queue.clone(),
                 producer: self.producer.clone(),
+                output: super::batcher::Output::new(&self.cfg.kafka, &self.cfg.storage),
             },
             self.life("batcher", Some(&cam.id)),
             self.guard(unit.clone(), "batcher", ctx),
@@ -208,6 +209,7 @@ impl Root {
             self.cfg.kafka.clone(),
             self.embedded.clone(),
             self.stages.clone(),
+            crate::storage::open(&self.cfg.storage),
             self.life("consumer", None),
             self.guard(Unit::Process, "consumer", ctx),
         );

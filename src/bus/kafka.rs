@@ -53,8 +53,11 @@ impl KafkaProducer {
             c.set(k, v);
         }
         // A message may be `max_message_bytes` plus its headers and record framing.
-        c.set("message.max.bytes", (cfg.max_message_bytes + 64 * 1024).to_string())
-            .set("compression.type", &cfg.compression);
+        c.set(
+            "message.max.bytes",
+            (cfg.max_message_bytes + 64 * 1024).to_string(),
+        )
+        .set("compression.type", &cfg.compression);
         let inner: FutureProducer = c.create().map_err(|e| err(&secrets, e))?;
         Ok(Self {
             inner,
@@ -69,7 +72,8 @@ impl KafkaProducer {
         let admin: Result<AdminClient<_>, _> = base_config(cfg).create();
         let Ok(admin) = admin else { return };
         let max_bytes = (cfg.max_message_bytes + 64 * 1024).to_string();
-        let topic = NewTopic::new(&cfg.topic, cfg.partitions, TopicReplication::Fixed(-1)).set("max.message.bytes", &max_bytes);
+        let topic = NewTopic::new(&cfg.topic, cfg.partitions, TopicReplication::Fixed(-1))
+            .set("max.message.bytes", &max_bytes);
         let opts = AdminOptions::new()
             .operation_timeout(Some(Duration::from_secs(5)))
             .request_timeout(Some(Duration::from_secs(5)));

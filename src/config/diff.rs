@@ -35,7 +35,13 @@ impl ConfigDiff {
                 d.cameras_removed.push(cam.id.clone());
             }
         }
-        d.batch_changed = old.batch != new.batch;
+        // The batchers encode and size-check messages, and write claim-checked frames.
+        let (ok, nk) = (&old.kafka, &new.kafka);
+        d.batch_changed = old.batch != new.batch
+            || ok.wire_format != nk.wire_format
+            || ok.max_message_bytes != nk.max_message_bytes
+            || ok.claim_check != nk.claim_check
+            || (nk.claim_check && old.storage != new.storage);
         d.kafka_changed = old.kafka != new.kafka;
         d.process_changed = old.inference != new.inference
             || old.annotator != new.annotator

@@ -315,11 +315,17 @@ fn validate(cfg: &Config, role: Role) -> Vec<Problem> {
             add(key("stall_timeout"), "must be at least 100ms".into());
         }
         if !(1..=10_000).contains(&cam.queue_frames) {
-            add(key("queue_frames"), format!("{} must be from 1 to 10000", cam.queue_frames));
+            add(
+                key("queue_frames"),
+                format!("{} must be from 1 to 10000", cam.queue_frames),
+            );
         }
         let rtsp = matches!(src, Ok(SourceUrl::Rtsp(_)));
         if !rtsp && (cam.username.is_some() || cam.password.is_some()) {
-            add(key("username"), "username/password are for rtsp:// cameras".into());
+            add(
+                key("username"),
+                "username/password are for rtsp:// cameras".into(),
+            );
         }
         if rtsp && cam.password.is_some() && cam.username.is_none() {
             add(key("username"), "a password needs a username".into());
@@ -386,10 +392,19 @@ fn validate(cfg: &Config, role: Role) -> Vec<Problem> {
         );
     }
     if !(10_000..=1_000_000_000).contains(&k.max_message_bytes) {
-        add("kafka.max_message_bytes".into(), format!("{} must be from 10000 to 1000000000", k.max_message_bytes));
+        add(
+            "kafka.max_message_bytes".into(),
+            format!("{} must be from 10000 to 1000000000", k.max_message_bytes),
+        );
     }
     if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&k.compression.as_str()) {
-        add("kafka.compression".into(), format!("{:?} must be one of none, gzip, snappy, lz4, zstd", k.compression));
+        add(
+            "kafka.compression".into(),
+            format!(
+                "{:?} must be one of none, gzip, snappy, lz4, zstd",
+                k.compression
+            ),
+        );
     }
     if k.embedded_capacity == 0 {
         add(
@@ -397,7 +412,13 @@ fn validate(cfg: &Config, role: Role) -> Vec<Problem> {
             "must be above zero".into(),
         );
     }
-    for reserved in ["enable.auto.commit", "group.id", "bootstrap.servers", "message.max.bytes", "compression.type"] {
+    for reserved in [
+        "enable.auto.commit",
+        "group.id",
+        "bootstrap.servers",
+        "message.max.bytes",
+        "compression.type",
+    ] {
         if k.librdkafka.contains_key(reserved) {
             add(
                 format!("kafka.librdkafka.\"{reserved}\""),
@@ -432,7 +453,7 @@ fn validate(cfg: &Config, role: Role) -> Vec<Problem> {
             format!("{} must be from 1 to 100", cfg.annotator.jpeg_quality),
         );
     }
-    if role.process() && cfg.storage.path.is_empty() {
+    if (role.process() || cfg.kafka.claim_check) && cfg.storage.path.is_empty() {
         add("storage.path".into(), "must name a directory".into());
     }
     if cfg.storage.prefix.starts_with('/') || cfg.storage.prefix.ends_with('/') {

@@ -164,7 +164,12 @@ impl CameraConfig {
 
     /// The camera's secrets (password in the URL or the `password` key), for scrubbing free text.
     pub fn secrets(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.password.iter().filter(|p| !p.is_empty()).cloned().collect();
+        let mut v: Vec<String> = self
+            .password
+            .iter()
+            .filter(|p| !p.is_empty())
+            .cloned()
+            .collect();
         if let Ok(u) = url::Url::parse(&self.url) {
             if let Some(p) = u.password() {
                 v.push(p.to_string());
@@ -178,7 +183,10 @@ impl CameraConfig {
 }
 
 fn urlencoding_decode(s: &str) -> Result<String, std::str::Utf8Error> {
-    let bytes: Vec<u8> = url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned().into_bytes()).unwrap_or_default();
+    let bytes: Vec<u8> = url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned().into_bytes())
+        .unwrap_or_default();
     std::str::from_utf8(&bytes).map(str::to_string)
 }
 
@@ -440,11 +448,32 @@ impl SourceUrl {
                     .map_err(|e| e.to_string())?;
                 Ok(SourceUrl::Synthetic(scene))
             }
-            "rtsp" | "rtsps" | "file" => Err(format!(
-                "scheme {:?} is not supported by this build yet (synthetic:// only)",
-                u.scheme()
+            "rtsp" => {
+                if u.host_str().is_none_or(str::is_empty) {
+                    return Err("rtsp URL has no host".into());
+                }
+                Ok(SourceUrl::Rtsp(u))
+            }
+            "file" => {
+                let path = u.to_file_path().map_err(|_| {
+                    "file URL must be an absolute path: file:///dir/clip.mp4".to_string()
+                })?;
+                let ext = path
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                if !["mp4", "m4v", "mov", "h264", "264"].contains(&ext.as_str()) {
+                    return Err(format!(
+                        "file {}: expected .mp4, .m4v, .mov, .h264 or .264",
+                        path.display()
+                    ));
+                }
+                Ok(SourceUrl::File(path))
+            }
+            other => Err(format!(
+                "unknown scheme {other:?}: expected synthetic://, rtsp:// or file://"
             )),
-            other => Err(format!("unknown scheme {other:?}: expected synthetic://")),
         }
     }
 

@@ -36,7 +36,10 @@ async fn metrics(s: web::Data<HttpState>) -> HttpResponse {
     s.metrics.uptime.set(s.status.uptime().as_secs_f64());
     for (camera, age) in s.status.camera_ages() {
         if let Some(age) = age {
-            s.metrics.camera_last_frame_age.with_label_values(&[&camera]).set(age);
+            s.metrics
+                .camera_last_frame_age
+                .with_label_values(&[&camera])
+                .set(age);
         }
     }
     HttpResponse::Ok()

@@ -1,14 +1,23 @@
-//! H.264 decoding: Annex B access units in, owned I420 pictures out.
+//! H.264 decoding: Annex B access units in, owned I420 pictures out, in presentation order.
 //!
 //! It owns one openh264 decoder per stream ([`H264Decoder`]) and the owned picture type
 //! [`YuvFrame`] that the rest of the media pipeline (JPEG encoding, motion detection) consumes,
-//! with BT.601 limited-range conversions to and from RGB8. The camera ingest actor calls
-//! [`H264Decoder::decode`] once per received access unit. Corrupt or undecodable data comes back
-//! as a [`DecodeError`] (never a panic); the decoder stays usable and resumes at the next IDR, so
-//! callers log, count and keep feeding.
+//! with BT.601 limited-range conversions to and from RGB8, plus the little H.264 syntax the
+//! ingest needs (SPS fields, slice starts: [`SpsInfo`], [`slice_start`]). The camera capture loop
+//! calls [`H264Decoder::decode`] once per access unit and [`H264Decoder::flush`] at the end of a
+//! file. Corrupt or undecodable data comes back as a [`DecodeError`] (never a panic); the decoder
+//! stays usable and resumes at the next IDR, so callers log, count and keep feeding.
+//!
+//! B-frames: openh264 reorders pictures itself, but the openh264 crate's default "flush after
+//! every decode" pulls the held picture out early (openh264-rs issue #50: out of order, then
+//! errors, ~20 % of frames). So a stream that can reorder (its SPS allows it, or a B slice was
+//! seen) is decoded without that flush: pictures come out in presentation order, about one
+//! access unit late, and [`H264Decoder::flush`] returns the held ones at the end. A stream that
+//! cannot reorder (Baseline, `pic_order_cnt_type` 2, or `max_num_reorder_frames` 0) keeps the
+//! flush, so each picture comes out of the call that fed it (live cameras stay low-latency).
 
 use openh264::OpenH264API;
-use openh264::decoder::{Decoder, DecoderConfig};
+use openh264::decoder::{DecodeOptions, Decoder, DecoderConfig, Flush};
 use openh264::formats::YUVSource;
 
 /// Why an access unit could not be decoded.
@@ -30,14 +39,24 @@ pub enum DecodeError {
 pub struct H264Decoder {
     inner: Decoder,
     decoded: u64,
+    /// The last SPS allows pictures to come out in another order than they are decoded.
+    sps_reorders: bool,
+    /// A B slice was seen: reorder whatever the SPS says (sticky for the stream).
+    seen_b: bool,
 }
 
 impl H264Decoder {
     /// Creates a decoder for a new stream.
     pub fn new() -> Result<Self, DecodeError> {
-        let inner = Decoder::with_api_config(OpenH264API::from_source(), DecoderConfig::new())
+        let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
+        let inner = Decoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| DecodeError::Init(e.to_string()))?;
-        Ok(Self { inner, decoded: 0 })
+        Ok(Self {
+            inner,
+            decoded: 0,
+            sps_reorders: false,
+            seen_b: false,
+        })
     }
 
     /// Pictures returned so far.
@@ -45,9 +64,16 @@ impl H264Decoder {
         self.decoded
     }
 
+    /// True once the stream is decoded with reordering (pictures may come out one or more
+    /// access units after the one that carried them; [`flush`](Self::flush) at the end).
+    pub fn reordering(&self) -> bool {
+        self.sps_reorders || self.seen_b
+    }
+
     /// Feeds one access unit (Annex B; may contain SPS/PPS/SEI plus slice NALs) and returns the
-    /// decoded picture if one is ready. `Ok(None)` means "nothing to show yet" (e.g. only
-    /// parameter sets were fed). Errors never poison the decoder: the next IDR decodes again.
+    /// next picture in presentation order if one is ready. `Ok(None)` means "nothing to show
+    /// yet" (only parameter sets were fed, or a reordering stream holds the picture back).
+    /// Errors never poison the decoder: the next IDR decodes again.
     pub fn decode(&mut self, annexb: &[u8]) -> Result<Option<YuvFrame>, DecodeError> {
         if annexb.is_empty() {
             return Ok(None);
@@ -58,10 +84,20 @@ impl H264Decoder {
                 annexb.len()
             )));
         }
+        let has_b = self.observe(annexb);
+        // Flushing after the decode hands out the picture just decoded: right when nothing can
+        // come before it, wrong (and harmful to openh264's reorder queue) when B-frames may.
+        let flush = if self.reordering() {
+            Flush::NoFlush
+        } else {
+            Flush::Flush
+        };
         let picture = self
             .inner
-            .decode(annexb)
+            .decode_with_options(annexb, DecodeOptions::new().flush_after_decode(flush))
             .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+        // Only a B slice that decoded counts (junk that parses as one must not add latency).
+        self.seen_b |= has_b;
         let Some(picture) = picture else {
             return Ok(None);
         };
@@ -72,22 +108,276 @@ impl H264Decoder {
 
     /// End of stream: returns the pictures the decoder still holds (reordering delay), in order.
     pub fn flush(&mut self) -> Result<Vec<YuvFrame>, DecodeError> {
-        let pictures = self.inner.flush_remaining().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
-        let frames = pictures.iter().map(copy_picture).collect::<Result<Vec<_>, _>>()?;
+        let pictures = self
+            .inner
+            .flush_remaining()
+            .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+        let frames = pictures
+            .iter()
+            .map(copy_picture)
+            .collect::<Result<Vec<_>, _>>()?;
         self.decoded += frames.len() as u64;
         Ok(frames)
+    }
+
+    /// Learns from an access unit's SPS whether the stream may reorder; true when it carries a
+    /// B slice (`slice_type` 1 or 6).
+    fn observe(&mut self, annexb: &[u8]) -> bool {
+        let mut has_b = false;
+        for nal in nal_payloads(annexb) {
+            match nal[0] & 0x1f {
+                7 => {
+                    if let Some(sps) = SpsInfo::parse(nal) {
+                        self.sps_reorders = sps.may_reorder();
+                    }
+                }
+                1 | 5 => has_b |= slice_start(nal).is_some_and(|(_, t)| t % 5 == 1),
+                _ => {}
+            }
+        }
+        has_b
+    }
+}
+
+/// What the ingest needs from a sequence parameter set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpsInfo {
+    /// 66 Baseline, 77 Main, 100 High, …
+    pub profile_idc: u8,
+    /// 0 or 1: pictures may be output in another order than decoded; 2: they may not.
+    pub pic_order_cnt_type: u32,
+    /// From the VUI bitstream restriction, when present.
+    pub max_num_reorder_frames: Option<u32>,
+    /// Frame rate from the VUI timing info (`time_scale / (2 * num_units_in_tick)`), when present.
+    pub fps: Option<f64>,
+}
+
+impl SpsInfo {
+    /// Parses an SPS NAL unit (starting at its header byte, no start code). `None` when it is
+    /// not an SPS or is truncated/corrupt.
+    pub fn parse(nal: &[u8]) -> Option<Self> {
+        if nal.first()? & 0x1f != 7 {
+            return None;
+        }
+        let rbsp = unescape(&nal[1..]);
+        let mut r = Bits::new(&rbsp);
+        let profile_idc = r.u(8)? as u8;
+        r.u(16)?; // constraint flags, level_idc
+        r.ue()?; // seq_parameter_set_id
+        if matches!(
+            profile_idc,
+            100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+        ) {
+            if r.ue()? == 3 {
+                r.u(1)?; // separate_colour_plane_flag
+            }
+            r.ue()?; // bit_depth_luma_minus8
+            r.ue()?; // bit_depth_chroma_minus8
+            r.u(1)?; // qpprime_y_zero_transform_bypass_flag
+            if r.u(1)? == 1 {
+                // seq_scaling_matrix_present: skip the scaling lists.
+                for i in 0..8 {
+                    if r.u(1)? == 1 {
+                        let size = if i < 6 { 16 } else { 64 };
+                        let (mut last, mut next) = (8i64, 8i64);
+                        for _ in 0..size {
+                            if next != 0 {
+                                next = (last + r.se()? + 256) % 256;
+                            }
+                            last = if next == 0 { last } else { next };
+                        }
+                    }
+                }
+            }
+        }
+        r.ue()?; // log2_max_frame_num_minus4
+        let pic_order_cnt_type = r.ue()?;
+        match pic_order_cnt_type {
+            0 => {
+                r.ue()?;
+            }
+            1 => {
+                r.u(1)?;
+                r.se()?;
+                r.se()?;
+                let cycle = r.ue()?;
+                if cycle > 255 {
+                    return None;
+                }
+                for _ in 0..cycle {
+                    r.se()?;
+                }
+            }
+            2 => {}
+            _ => return None,
+        }
+        r.ue()?; // max_num_ref_frames
+        r.u(1)?; // gaps_in_frame_num_value_allowed_flag
+        r.ue()?; // pic_width_in_mbs_minus1
+        r.ue()?; // pic_height_in_map_units_minus1
+        if r.u(1)? == 0 {
+            r.u(1)?; // mb_adaptive_frame_field_flag
+        }
+        r.u(1)?; // direct_8x8_inference_flag
+        if r.u(1)? == 1 {
+            for _ in 0..4 {
+                r.ue()?; // frame_crop_*_offset
+            }
+        }
+        let mut info = SpsInfo {
+            profile_idc,
+            pic_order_cnt_type,
+            max_num_reorder_frames: None,
+            fps: None,
+        };
+        if r.u(1)? == 1 {
+            info.parse_vui(&mut r);
+        }
+        Some(info)
+    }
+
+    /// Reads what it can of the VUI; stops quietly at anything truncated.
+    fn parse_vui(&mut self, r: &mut Bits) -> Option<()> {
+        if r.u(1)? == 1 && r.u(8)? == 255 {
+            r.u(32)?; // sar_width, sar_height
+        }
+        if r.u(1)? == 1 {
+            r.u(1)?; // overscan_appropriate_flag
+        }
+        if r.u(1)? == 1 {
+            r.u(4)?; // video_format, video_full_range_flag
+            if r.u(1)? == 1 {
+                r.u(24)?; // colour description
+            }
+        }
+        if r.u(1)? == 1 {
+            r.ue()?;
+            r.ue()?; // chroma sample locations
+        }
+        if r.u(1)? == 1 {
+            let (ticks, scale) = (r.u(32)?, r.u(32)?);
+            r.u(1)?; // fixed_frame_rate_flag
+            let fps = f64::from(scale) / (2.0 * f64::from(ticks));
+            self.fps = (ticks > 0 && (1.0..=300.0).contains(&fps)).then_some(fps);
+        }
+        let nal_hrd = r.u(1)? == 1;
+        if nal_hrd {
+            skip_hrd(r)?;
+        }
+        let vcl_hrd = r.u(1)? == 1;
+        if vcl_hrd {
+            skip_hrd(r)?;
+        }
+        if nal_hrd || vcl_hrd {
+            r.u(1)?; // low_delay_hrd_flag
+        }
+        r.u(1)?; // pic_struct_present_flag
+        if r.u(1)? == 1 {
+            r.u(1)?; // motion_vectors_over_pic_boundaries_flag
+            for _ in 0..4 {
+                r.ue()?; // max_bytes_per_pic_denom .. log2_max_mv_length_vertical
+            }
+            self.max_num_reorder_frames = Some(r.ue()?);
+        }
+        Some(())
+    }
+
+    /// True when pictures may be output in another order than they are decoded.
+    pub fn may_reorder(&self) -> bool {
+        !(matches!(self.profile_idc, 66)
+            || self.pic_order_cnt_type == 2
+            || self.max_num_reorder_frames == Some(0))
+    }
+}
+
+fn skip_hrd(r: &mut Bits) -> Option<()> {
+    let count = r.ue()? + 1;
+    if count > 32 {
+        return None;
+    }
+    r.u(8)?; // bit_rate_scale, cpb_size_scale
+    for _ in 0..count {
+        r.ue()?;
+        r.ue()?;
+        r.u(1)?;
+    }
+    r.u(20).map(|_| ()) // four 5-bit lengths
+}
+
+/// `(first_mb_in_slice, slice_type)` of a slice NAL unit (header byte first, no start code).
+pub fn slice_start(nal: &[u8]) -> Option<(u32, u32)> {
+    let head = nal.get(1..nal.len().min(17))?;
+    let rbsp = unescape(head);
+    let mut r = Bits::new(&rbsp);
+    Some((r.ue()?, r.ue()?))
+}
+
+/// The NAL units of an Annex B buffer without their start codes (header byte first).
+pub fn nal_payloads(annexb: &[u8]) -> impl Iterator<Item = &[u8]> {
+    openh264::nal_units(annexb).filter_map(|nal| {
+        let start = nal.iter().position(|&b| b == 1)?;
+        nal.get(start + 1..).filter(|p| !p.is_empty())
+    })
+}
+
+/// Removes emulation prevention bytes (`00 00 03` → `00 00`).
+fn unescape(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut zeros = 0;
+    for &b in data {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        out.push(b);
+    }
+    out
+}
+
+/// An MSB-first bit reader with Exp-Golomb codes; `None` past the end.
+struct Bits<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Bits<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Self { data, pos: 0 }
+    }
+
+    fn u(&mut self, n: u32) -> Option<u32> {
+        let mut v = 0u64;
+        for _ in 0..n {
+            let byte = self.data.get(self.pos / 8)?;
+            v = (v << 1) | u64::from((byte >> (7 - self.pos % 8)) & 1);
+            self.pos += 1;
+        }
+        u32::try_from(v).ok()
+    }
+
+    fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.u(1)? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        let rest = u64::from(self.u(zeros)?);
+        u32::try_from((1u64 << zeros) - 1 + rest).ok()
+    }
+
+    fn se(&mut self) -> Option<i64> {
+        let k = i64::from(self.ue()?);
+        Some(if k % 2 == 1 { (k + 1) / 2 } else { -(k / 2) })
     }
 }
 
 /// NAL unit types (`nal_unit_type`, 0..=31) of an Annex B buffer, in order: 5 is an IDR slice,
 /// 1 a non-IDR slice, 7 SPS, 8 PPS, 6 SEI. Callers joining a stream can wait for 5.
 pub fn nal_types(annexb: &[u8]) -> Vec<u8> {
-    openh264::nal_units(annexb)
-        .filter_map(|nal| {
-            let start = nal.iter().position(|&b| b == 1)?;
-            nal.get(start + 1).map(|header| header & 0x1f)
-        })
-        .collect()
+    nal_payloads(annexb).map(|nal| nal[0] & 0x1f).collect()
 }
 
 /// True when `data` contains a `00 00 01` start code (which also covers `00 00 00 01`).
@@ -268,206 +558,4 @@ fn clamp_u8(v: i32) -> u8 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::media::synthetic::{PALETTE, SceneConfig, SyntheticCamera, SyntheticFrame};
-    use rand::{Rng, SeedableRng};
-    use rand_chacha::ChaCha8Rng;
-
-    fn frames(cfg: SceneConfig, n: usize) -> Vec<SyntheticFrame> {
-        let mut cam = SyntheticCamera::new(cfg).unwrap_or_else(|e| panic!("camera: {e}"));
-        (0..n)
-            .map(|i| {
-                cam.next_frame()
-                    .unwrap_or_else(|e| panic!("frame {i}: {e}"))
-            })
-            .collect()
-    }
-
-    fn decoder() -> H264Decoder {
-        H264Decoder::new().unwrap_or_else(|e| panic!("decoder: {e}"))
-    }
-
-    fn cfg320() -> SceneConfig {
-        SceneConfig {
-            width: 320,
-            height: 240,
-            fps: 25,
-            objects: 6,
-            seed: 4,
-        }
-    }
-
-    /// RGB → YUV → RGB keeps saturated palette colours within a few levels.
-    #[test]
-    fn yuv_rgb_conversion_round_trips() {
-        // One 2x2 block per palette colour, side by side, so chroma samples never mix colours.
-        let mut img = vec![0u8; 16 * 2 * 3];
-        for (k, (_, c)) in PALETTE.iter().enumerate() {
-            for (x, y) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-                let i = (y * 16 + 2 * k + x) * 3;
-                img[i..i + 3].copy_from_slice(c);
-            }
-        }
-        let yuv = YuvFrame::from_rgb8(16, 2, &img);
-        assert!(yuv.is_consistent());
-        let back = yuv.to_rgb8();
-        for (a, b) in img.iter().zip(&back) {
-            assert!((i32::from(*a) - i32::from(*b)).abs() <= 4, "{a} vs {b}");
-        }
-    }
-
-    /// Every frame fed yields a picture of the camera size, and the pixel at each truth box centre
-    /// is within ±40 per channel of the object's palette colour.
-    #[test]
-    fn synthetic_round_trip() {
-        let cfg = cfg320();
-        let mut dec = decoder();
-        let stream = frames(cfg, 60);
-        let mut count = 0;
-        for f in &stream {
-            let pic = dec
-                .decode(&f.annexb)
-                .unwrap_or_else(|e| panic!("frame {}: {e}", f.index));
-            let Some(pic) = pic else {
-                panic!("frame {} produced no picture", f.index)
-            };
-            count += 1;
-            assert_eq!((pic.width, pic.height), (cfg.width, cfg.height));
-            assert!(pic.is_consistent());
-            let rgb = pic.to_rgb8();
-            for (k, t) in f.truth.iter().enumerate() {
-                let (cx, cy) = ((t.bbox[0] + t.bbox[2]) / 2.0, (t.bbox[1] + t.bbox[3]) / 2.0);
-                let covered = f.truth[k + 1..].iter().any(|o| {
-                    cx >= o.bbox[0] - 2.0
-                        && cx < o.bbox[2] + 2.0
-                        && cy >= o.bbox[1] - 2.0
-                        && cy < o.bbox[3] + 2.0
-                });
-                if covered {
-                    continue;
-                }
-                let want = PALETTE.iter().find(|(l, _)| *l == t.label).map(|(_, c)| *c);
-                let Some(want) = want else {
-                    panic!("unknown label {}", t.label)
-                };
-                let i = (cy as usize * cfg.width as usize + cx as usize) * 3;
-                for ch in 0..3 {
-                    let d = (i32::from(rgb[i + ch]) - i32::from(want[ch])).abs();
-                    assert!(
-                        d <= 40,
-                        "frame {} {}: got {:?} want {want:?}",
-                        f.index,
-                        t.label,
-                        &rgb[i..i + 3]
-                    );
-                }
-            }
-        }
-        assert_eq!(count, 60);
-        assert_eq!(dec.frames_decoded(), 60);
-    }
-
-    /// A decoder joining mid-stream fails (without panicking) until the next IDR, then decodes
-    /// every frame from there on.
-    #[test]
-    fn join_at_later_idr() {
-        let stream = frames(cfg320(), 60);
-        let mut dec = decoder();
-        for f in &stream[10..25] {
-            // P frames without their references: an error or nothing, never a picture of garbage.
-            let _ = dec.decode(&f.annexb);
-        }
-        let mut count = 0;
-        for f in &stream[25..] {
-            match dec.decode(&f.annexb) {
-                Ok(Some(pic)) => {
-                    assert_eq!((pic.width, pic.height), (320, 240));
-                    count += 1;
-                }
-                other => panic!("frame {}: {:?}", f.index, other.map(|p| p.is_some())),
-            }
-        }
-        assert_eq!(count, 35);
-    }
-
-    /// Garbage (random bytes, fake slices, truncated units) returns Err or Ok(None) and does not
-    /// poison the decoder: the next IDR still decodes.
-    #[test]
-    fn garbage_does_not_poison() {
-        let stream = frames(cfg320(), 30);
-        let mut dec = decoder();
-        assert!(matches!(dec.decode(&stream[0].annexb), Ok(Some(_))));
-        let mut rng = ChaCha8Rng::seed_from_u64(99);
-        let mut bad_results = 0;
-        for i in 0..100 {
-            let len = rng.random_range(0..2000);
-            let mut junk: Vec<u8> = (0..len).map(|_| rng.random()).collect();
-            if i % 2 == 0 {
-                // Give half of them a start code and a plausible slice header byte.
-                junk.splice(0..0, [0, 0, 0, 1, if i % 4 == 0 { 0x65 } else { 0x41 }]);
-            }
-            match dec.decode(&junk) {
-                Err(DecodeError::Corrupt(_)) | Ok(None) => bad_results += 1,
-                Ok(Some(_)) => {} // concealment may still emit a picture; not a failure
-                Err(e) => panic!("unexpected error kind: {e}"),
-            }
-        }
-        assert!(
-            bad_results >= 50,
-            "only {bad_results} of 100 junk inputs were rejected"
-        );
-        let truncated = &stream[3].annexb[..stream[3].annexb.len() / 3];
-        let _ = dec.decode(truncated);
-        assert!(matches!(
-            dec.decode(b"no start code here"),
-            Err(DecodeError::Corrupt(_))
-        ));
-        assert!(matches!(dec.decode(&[]), Ok(None)));
-        // Recovery at the next IDR (frame 25), and the P frames after it.
-        for f in &stream[25..30] {
-            match dec.decode(&f.annexb) {
-                Ok(Some(pic)) => assert_eq!(pic.width, 320),
-                other => panic!(
-                    "frame {} after garbage: {:?}",
-                    f.index,
-                    other.map(|p| p.is_some())
-                ),
-            }
-        }
-    }
-
-    /// The synthetic camera yields one access unit per frame; frames at multiples of fps are IDRs preceded by
-    /// SPS and PPS, the others are not IDRs.
-    #[test]
-    fn idr_every_second() {
-        let cfg = SceneConfig {
-            width: 160,
-            height: 120,
-            fps: 25,
-            objects: 3,
-            seed: 9,
-        };
-        let mut cam = SyntheticCamera::new(cfg).unwrap_or_else(|e| panic!("camera: {e}"));
-        for i in 0..60u64 {
-            let f = match cam.next_frame() {
-                Ok(f) => f,
-                Err(e) => panic!("frame {i}: {e}"),
-            };
-            assert_eq!(f.index, i);
-            assert_eq!(f.truth.len(), 3);
-            let types = nal_types(&f.annexb);
-            if i % 25 == 0 {
-                for t in [7, 8, 5] {
-                    assert!(types.contains(&t), "frame {i} lacks NAL {t}: {types:?}");
-                }
-            } else {
-                assert!(
-                    !types.contains(&5),
-                    "frame {i} is an unexpected IDR: {types:?}"
-                );
-                assert!(types.contains(&1), "frame {i} has no slice: {types:?}");
-            }
-        }
-    }
-}
+mod tests;

@@ -30,7 +30,10 @@ pub enum SourceError {
     #[error("camera {camera}: the stream ended (server closed the connection)")]
     Disconnected { camera: String },
     #[error("camera {camera}: no frame for {after:?} (stalled stream)")]
-    Stalled { camera: String, after: std::time::Duration },
+    Stalled {
+        camera: String,
+        after: std::time::Duration,
+    },
     #[error("camera {camera}: unsupported stream: {reason}")]
     Unsupported { camera: String, reason: String },
 }

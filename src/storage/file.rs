@@ -30,6 +30,7 @@ impl FileStorage {
 impl ObjectStore for FileStorage {
     fn put(&self, key: &str, bytes: &[u8], _content_type: &str) -> Result<(), StorageError> {
         let io = |source| StorageError::Io {
+            op: "writing",
             key: key.to_string(),
             source,
         };
@@ -44,6 +45,19 @@ impl ObjectStore for FileStorage {
         tmp.as_file().sync_data().map_err(io)?;
         tmp.persist(&path).map_err(|e| io(e.error))?;
         Ok(())
+    }
+
+    fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+        std::fs::read(self.path_of(key)?).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => StorageError::NotFound {
+                key: key.to_string(),
+            },
+            _ => StorageError::Io {
+                op: "reading",
+                key: key.to_string(),
+                source,
+            },
+        })
     }
 
     fn describe(&self) -> String {
@@ -66,6 +80,12 @@ mod tests {
             std::fs::read(dir.path().join("a/b/c.json")).unwrap(),
             b"two"
         );
+        assert_eq!(s.get("a/b/c.json").unwrap(), b"two");
+        assert!(matches!(
+            s.get("a/b/nope.json"),
+            Err(StorageError::NotFound { .. })
+        ));
+        assert!(matches!(s.get("../x"), Err(StorageError::BadKey { .. })));
         let names: Vec<_> = std::fs::read_dir(dir.path().join("a/b"))
             .unwrap()
             .map(|e| e.unwrap().file_name())

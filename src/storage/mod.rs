@@ -1,7 +1,9 @@
 //! Storage of a processed batch: annotated frames first, then the results JSON, which marks the
 //! batch complete. Keys are a pure function of the batch's identity (`keys`), so a redelivered batch
-//! overwrites the same objects: at-least-once delivery, effectively-once results. Backends: a local
-//! directory (`file`); S3 arrives with the processing issue.
+//! overwrites the same objects: at-least-once delivery, effectively-once results. The ingest side
+//! uses the same store for claim-checked frames of batches too large for the bus (written by the
+//! batcher, read back by the consumer). Backends: a local directory (`file`); S3 arrives with the
+//! processing issue.
 
 pub mod file;
 pub mod keys;
@@ -9,10 +11,26 @@ pub mod results;
 
 pub use file::FileStorage;
 
+use crate::config::{StorageConfig, StorageKind};
+use std::sync::Arc;
+
+/// The store `[storage]` describes.
+pub fn open(cfg: &StorageConfig) -> Arc<dyn ObjectStore> {
+    match cfg.kind {
+        StorageKind::File => Arc::new(FileStorage::new(&cfg.path)),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("writing {key}: {source}")]
-    Io { key: String, source: std::io::Error },
+    #[error("{op} {key}: {source}")]
+    Io {
+        op: &'static str,
+        key: String,
+        source: std::io::Error,
+    },
+    #[error("{key}: no such object")]
+    NotFound { key: String },
     #[error("invalid storage key {key:?}: {reason}")]
     BadKey { key: String, reason: &'static str },
 }
@@ -21,6 +39,8 @@ pub enum StorageError {
 pub trait ObjectStore: Send + Sync + 'static {
     /// Stores `bytes` under `key`; when this returns Ok the object is durable and whole.
     fn put(&self, key: &str, bytes: &[u8], content_type: &str) -> Result<(), StorageError>;
+    /// The whole object under `key`; `NotFound` when there is none.
+    fn get(&self, key: &str) -> Result<Vec<u8>, StorageError>;
     /// Where this store lives, for logs and `/status` (never with credentials).
     fn describe(&self) -> String;
 }

@@ -3,12 +3,15 @@
 //! binary under signals and a systemd notify socket.
 
 mod common;
+mod file;
 mod http;
 mod kafka;
 mod notify;
+mod oversize;
 mod panic;
 mod pipeline;
 mod reload;
+mod rtsp;
 mod unit;
 mod validate;
 mod wire;

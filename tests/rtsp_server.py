@@ -14,6 +14,7 @@ p.add_argument('--fps', type=int, default=25)
 p.add_argument('--size', default='640x480')
 p.add_argument('--user')
 p.add_argument('--password', default='')
+p.add_argument('--codec', choices=['h264', 'jpeg'], default='h264')
 a = p.parse_args()
 w, h = a.size.split('x')
 Gst.init(None)
@@ -21,10 +22,13 @@ server = GstRtspServer.RTSPServer()
 server.set_address('127.0.0.1')
 server.set_service(str(a.port))
 factory = GstRtspServer.RTSPMediaFactory()
-factory.set_launch(
-    f'( videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},framerate={a.fps}/1 '
-    f'! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={a.fps} '
-    f'! video/x-h264,profile=baseline ! rtph264pay name=pay0 pt=96 config-interval=1 )')
+src = f'videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},framerate={a.fps}/1'
+if a.codec == 'jpeg':  # a codec framewire refuses, to test that refusal
+    enc = 'videoconvert ! video/x-raw,format=I420 ! jpegenc ! rtpjpegpay name=pay0 pt=26'
+else:
+    enc = (f'x264enc tune=zerolatency speed-preset=ultrafast key-int-max={a.fps} '
+           '! video/x-h264,profile=baseline ! rtph264pay name=pay0 pt=96 config-interval=1')
+factory.set_launch(f'( {src} ! {enc} )')
 factory.set_shared(True)
 if a.user:
     auth = GstRtspServer.RTSPAuth()

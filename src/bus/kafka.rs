@@ -178,3 +178,39 @@ impl KafkaConsumer {
             .map_err(|e| err(&self.secrets, e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ensures the bundled librdkafka is built with TLS and SASL, so MSK-style settings passed
+    /// through `[kafka.librdkafka]` are accepted (a build without TLS refuses SASL_SSL at once).
+    #[test]
+    fn sasl_ssl_settings_are_accepted() {
+        let mut cfg = KafkaConfig {
+            brokers: "127.0.0.1:9".into(),
+            ..KafkaConfig::default()
+        };
+        for (k, v) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "framewire"),
+            ("sasl.password", "not-a-real-secret"),
+        ] {
+            cfg.librdkafka.insert(k.into(), v.into());
+        }
+        let made = KafkaProducer::new(&cfg);
+        assert!(
+            made.is_ok(),
+            "{}",
+            made.err().map(|e| e.to_string()).unwrap_or_default()
+        );
+        cfg.librdkafka
+            .insert("security.protocol".into(), "NOT_A_PROTOCOL".into());
+        let refused = KafkaProducer::new(&cfg)
+            .err()
+            .expect("a bad protocol is refused")
+            .to_string();
+        assert!(!refused.contains("not-a-real-secret"), "{refused}");
+    }
+}

@@ -170,12 +170,12 @@ impl CameraConfig {
             .filter(|p| !p.is_empty())
             .cloned()
             .collect();
-        if let Ok(u) = url::Url::parse(&self.url) {
-            if let Some(p) = u.password() {
-                v.push(p.to_string());
-                if let Ok(decoded) = urlencoding_decode(p) {
-                    v.push(decoded);
-                }
+        if let Ok(u) = url::Url::parse(&self.url)
+            && let Some(p) = u.password()
+        {
+            v.push(p.to_string());
+            if let Ok(decoded) = urlencoding_decode(p) {
+                v.push(decoded);
             }
         }
         v

@@ -49,7 +49,7 @@ fn index_of(pic: &YuvFrame) -> Option<u32> {
 
 /// A 250-frame High-profile clip with 2 B-frames (GOP 50) at 25 fps, as `dir/name`; `.h264`
 /// makes raw Annex B. Checks with ffprobe that B-frames are really there.
-fn clip(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn clip(dir: &Path, name: &str) -> PathBuf {
     let out = dir.join(name);
     let mut cmd = Command::new("ffmpeg");
     cmd.args([

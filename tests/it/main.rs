@@ -4,6 +4,7 @@
 
 mod common;
 mod file;
+mod fleet;
 mod http;
 mod kafka;
 mod notify;

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rtsp_server.py");
 
 /// A running RTSP test server, killed (and reaped) on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
 }
 
 impl Server {
     /// Starts the server on `port` and waits until it prints "listening".
-    fn start(port: u16, extra: &[&str]) -> Server {
+    pub(crate) fn start(port: u16, extra: &[&str]) -> Server {
         let mut child = Command::new("/usr/bin/python3")
             .arg(SCRIPT)
             .args(["--port", &port.to_string(), "--path", "/video"])
@@ -331,4 +331,71 @@ fn rtsp_passwords_never_leak() {
         format!("rtsp://op:***@127.0.0.1:{port}/video"),
         "{st}"
     );
+}
+
+/// RTP over UDP (`transport = "udp"`) reaches storage too.
+#[test]
+fn udp_transport_reaches_storage() {
+    let port = free_port();
+    let _server = Server::start(port, &["--fps", "25"]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut cam = rtsp_camera("cam-udp", port);
+    cam.transport = framewire::config::Transport::Udp;
+    let d = daemon::start(Options::new(config(dir.path(), vec![cam], 5))).expect("daemon starts");
+    wait_until("10 stored frames over UDP", Duration::from_secs(40), || {
+        capture_times(&out, "cam-udp").len() >= 10
+    });
+    let m = metrics(d.http);
+    assert!(d.shutdown());
+    assert_eq!(
+        metric(
+            &m,
+            r#"framewire_camera_reconnects_total{camera="cam-udp",reason="open"}"#
+        ),
+        0.0,
+        "{m}"
+    );
+}
+
+/// A camera that sends another codec than H.264 gets a clear error naming the camera and the
+/// codec, counted as `reason="unsupported"`, and the daemon keeps running.
+#[test]
+fn non_h264_camera_is_refused_clearly() {
+    let port = free_port();
+    let _server = Server::start(port, &["--codec", "jpeg", "--size", "320x240"]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon::start(Options::new(config(
+        dir.path(),
+        vec![rtsp_camera("cam-mjpeg", port)],
+        5,
+    )))
+    .expect("daemon starts");
+    within(
+        "an unsupported-codec reconnect",
+        Duration::from_secs(20),
+        || {
+            metric(
+                &metrics(d.http),
+                r#"framewire_camera_reconnects_total{camera="cam-mjpeg",reason="unsupported"}"#,
+            )
+        },
+        |n| n >= 1.0,
+    );
+    let st: serde_json::Value = serde_json::from_str(&get(d.http, "/status").1).unwrap();
+    let err = st["actors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["actor"] == "source")
+        .unwrap()["last_error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("cam-mjpeg") && err.to_lowercase().contains("jpeg") && err.contains("H.264"),
+        "{err}"
+    );
+    assert_eq!(get(d.http, "/healthz").0, 200);
+    assert!(d.shutdown());
 }

@@ -183,3 +183,22 @@ pub fn wait_for(sock: &UnixDatagram, what: &str, timeout: Duration) -> Vec<Strin
     }
     panic!("no {what} within {timeout:?}; saw {seen:?}");
 }
+
+/// librdkafka settings for a test daemon against the mock cluster.
+pub fn mock_kafka(
+    cfg: &mut framewire::config::Config,
+    cluster: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    topic: &str,
+) {
+    cfg.kafka.brokers = cluster.bootstrap_servers();
+    cfg.kafka.topic = topic.into();
+    cfg.kafka.group_id = format!("{topic}-group");
+    cfg.kafka.create_topic = false;
+    for (k, v) in [
+        ("fetch.wait.max.ms", "10"),
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "1000"),
+    ] {
+        cfg.kafka.librdkafka.insert(k.into(), v.into());
+    }
+}

@@ -78,24 +78,6 @@ fn mock_cluster_every_batch_stored_once() {
     assert!(committed > 0.0, "no offsets committed:\n{body}");
 }
 
-fn kafka_config(
-    cfg: &mut framewire::config::Config,
-    cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    topic: &str,
-) {
-    cfg.kafka.brokers = cluster.bootstrap_servers();
-    cfg.kafka.topic = topic.into();
-    cfg.kafka.group_id = format!("{topic}-group");
-    cfg.kafka.create_topic = false;
-    for (k, v) in [
-        ("fetch.wait.max.ms", "10"),
-        ("session.timeout.ms", "6000"),
-        ("heartbeat.interval.ms", "1000"),
-    ] {
-        cfg.kafka.librdkafka.insert(k.into(), v.into());
-    }
-}
-
 fn sequences_by_camera(docs: &[framewire::storage::results::BatchResults], cam: &str) -> Vec<u64> {
     let mut s: Vec<u64> = docs
         .iter()
@@ -122,7 +104,7 @@ fn broker_outage_drops_frames_not_batches() {
         c.queue_frames = 25;
     }
     let mut cfg = config(dir.path(), cams, 25);
-    kafka_config(&mut cfg, &cluster, "frames.outage");
+    mock_kafka(&mut cfg, &cluster, "frames.outage");
     let d = daemon::start(Options::new(cfg)).expect("daemon starts");
     let m = d.metrics.clone();
     wait_until("batches flowing", Duration::from_secs(60), || {
@@ -192,9 +174,9 @@ fn split_roles_through_kafka() {
         ],
         5,
     );
-    kafka_config(&mut ingest_cfg, &cluster, "frames.roles");
+    mock_kafka(&mut ingest_cfg, &cluster, "frames.roles");
     let mut process_cfg = config(dir.path(), vec![], 5);
-    kafka_config(&mut process_cfg, &cluster, "frames.roles");
+    mock_kafka(&mut process_cfg, &cluster, "frames.roles");
     let mut opts = Options::new(ingest_cfg);
     opts.role = Role::Ingest;
     let ingest = daemon::start(opts).unwrap();

@@ -2,7 +2,7 @@
 //! with claim-check its frames go to storage and the consumer puts the batch back together.
 
 use crate::common::*;
-use crate::wire::{mock_kafka, produce_raw};
+use crate::wire::produce_raw;
 use framewire::config::{Role, WireFormat};
 use framewire::daemon::{self, Options};
 use framewire::wire::{self as fw, v1};

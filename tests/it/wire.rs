@@ -245,25 +245,6 @@ fn json_garbage_never_panics() {
     );
 }
 
-/// librdkafka settings for a test daemon against the mock cluster.
-pub fn mock_kafka(
-    cfg: &mut framewire::config::Config,
-    cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    topic: &str,
-) {
-    cfg.kafka.brokers = cluster.bootstrap_servers();
-    cfg.kafka.topic = topic.into();
-    cfg.kafka.group_id = format!("{topic}-group");
-    cfg.kafka.create_topic = false;
-    for (k, v) in [
-        ("fetch.wait.max.ms", "10"),
-        ("session.timeout.ms", "6000"),
-        ("heartbeat.interval.ms", "1000"),
-    ] {
-        cfg.kafka.librdkafka.insert(k.into(), v.into());
-    }
-}
-
 /// Produces `(key, payload, headers)` messages with a plain rdkafka producer, as a foreign client would.
 pub fn produce_raw(
     bootstrap: &str,

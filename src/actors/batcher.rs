@@ -12,16 +12,14 @@
 //! goes on. With claim-check the frames' JPEGs are first written to storage (`keys::claim_key`, on
 //! the blocking pool, retried until durable) and the message carries their keys instead.
 use super::producer::{Produce, ProducerActor};
-use super::{Life, PanicGuard, Retire, Shared, Slot};
+use super::{Life, PanicGuard, Retire, Shared, Slot, StageError};
 use crate::bus::OutMessage;
-use crate::clock::Backoff;
 use crate::config::{BatchConfig, KafkaConfig, StorageConfig, WireFormat};
 use crate::media::TruthBox;
 use crate::storage::{ObjectStore, StorageError, keys};
 use crate::wire::{self, v1};
 use actix::prelude::*;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// One sampled, resized, JPEG-encoded frame of a camera.
 #[derive(Message, Debug, Clone)]
@@ -361,47 +359,27 @@ async fn check_in(
         objects.push((f.claim_key.clone(), std::mem::take(&mut f.jpeg)));
     }
     let objects = Arc::new(objects);
-    let mut backoff = Backoff::new(
-        Duration::from_millis(50),
-        Duration::from_secs(5),
-        Duration::from_secs(60),
-    );
-    loop {
+    let written = super::retry(shared, "claim", || {
         let (store, objects) = (claims.store.clone(), objects.clone());
-        let written = tokio::task::spawn_blocking(move || {
-            objects
-                .iter()
-                .try_for_each(|(key, jpeg)| store.put(key, jpeg, "image/jpeg"))
+        super::blocking("claim", move || {
+            objects.iter().try_for_each(|(key, jpeg)| {
+                store.put(key, jpeg, "image/jpeg").map_err(|e| match e {
+                    StorageError::BadKey { .. } => StageError::permanent("claim", e.to_string()),
+                    e => StageError::transient("claim", format!("claim-check write failed: {e}")),
+                })
+            })
         })
-        .await;
-        let error = match written {
-            Ok(Ok(())) => return Some(batch),
-            Ok(Err(e @ StorageError::BadKey { .. })) => Some(e.to_string()),
-            Ok(Err(e)) => {
-                shared
-                    .metrics
-                    .stage_errors
-                    .with_label_values(&["claim"])
-                    .inc();
-                let delay = backoff.failed(shared.clock.now(), &mut rand::rng());
-                tracing::warn!(
-                    camera = %batch.camera_id,
-                    batch_id = %batch.batch_id,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "claim-check write failed: {e}"
-                );
-                tokio::time::sleep(delay.max(Duration::from_millis(10))).await;
-                None
-            }
-            Err(e) => Some(format!("claim-check write task failed: {e}")),
-        };
-        if let Some(e) = error {
+    })
+    .await;
+    match written {
+        Ok(()) => Some(batch),
+        Err(e) => {
             refuse(
                 &batch,
                 shared,
                 &format!("over kafka.max_message_bytes and claim-check failed: {e}; not sent"),
             );
-            return None;
+            None
         }
     }
 }

@@ -17,7 +17,6 @@ use super::uploader::{Store, UploaderActor};
 use super::{Life, PanicGuard, Retire, Shared, Slot, StageError};
 use crate::bus::watermark::Watermarks;
 use crate::bus::{BusError, Consumer, Delivery};
-use crate::clock::Backoff;
 use crate::config::KafkaConfig;
 use crate::storage::results::{Model, Timings};
 use crate::storage::{ObjectStore, StorageError};
@@ -255,14 +254,9 @@ async fn resolve_claims(
     if batch.frames.iter().all(|f| f.claim_key.is_empty()) {
         return Ok(batch);
     }
-    let mut backoff = Backoff::new(
-        Duration::from_millis(50),
-        Duration::from_secs(5),
-        Duration::from_secs(60),
-    );
-    loop {
+    super::retry(shared, "claim", || {
         let (store, b) = (store.clone(), batch.clone());
-        let fetched = super::blocking("claim", move || {
+        super::blocking("claim", move || {
             let mut b = (*b).clone();
             for f in b.frames.iter_mut().filter(|f| !f.claim_key.is_empty()) {
                 f.jpeg = store.get(&f.claim_key).map_err(|e| match e {
@@ -278,22 +272,9 @@ async fn resolve_claims(
             }
             Ok(b)
         })
-        .await;
-        match fetched {
-            Ok(b) => return Ok(Arc::new(b)),
-            Err(e) if e.permanent => return Err(e),
-            Err(e) => {
-                shared
-                    .metrics
-                    .stage_errors
-                    .with_label_values(&["claim"])
-                    .inc();
-                let delay = backoff.failed(shared.clock.now(), &mut rand::rng());
-                tracing::warn!(batch_id = %batch.batch_id, retry_in_ms = delay.as_millis() as u64, "{e}");
-                tokio::time::sleep(delay.max(Duration::from_millis(10))).await;
-            }
-        }
-    }
+    })
+    .await
+    .map(Arc::new)
 }
 
 impl Actor for ConsumerActor {

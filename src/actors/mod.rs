@@ -263,8 +263,43 @@ pub fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Sends `make()` to the actor in `slot` until it answers Ok or a permanent error, retrying
-/// mailbox failures (the actor is restarting) and transient errors with capped backoff.
+/// Runs `attempt` until it succeeds or fails permanently. Transient failures are counted in
+/// `framewire_stage_errors_total{stage}`, logged, and retried after a capped, jittered backoff:
+/// nothing accepted is given up on because a downstream is briefly unavailable.
+pub async fn retry<T, F, Fut>(
+    shared: &Shared,
+    stage: &'static str,
+    mut attempt: F,
+) -> Result<T, StageError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StageError>>,
+{
+    let mut backoff = Backoff::new(
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+    );
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.permanent => return Err(e),
+            Err(e) => {
+                shared
+                    .metrics
+                    .stage_errors
+                    .with_label_values(&[stage])
+                    .inc();
+                let delay = backoff.failed(shared.clock.now(), &mut rand::rng());
+                tracing::warn!(stage, retry_in_ms = delay.as_millis() as u64, "{e}");
+                tokio::time::sleep(delay.max(Duration::from_millis(10))).await;
+            }
+        }
+    }
+}
+
+/// Sends `make()` to the actor in `slot` until it answers Ok or a permanent error (`retry`): a
+/// mailbox failure (the actor is restarting or being replaced) is transient.
 pub async fn call<A, M, T>(
     slot: &Slot<A>,
     shared: &Shared,
@@ -277,30 +312,21 @@ where
     M: Message<Result = Result<T, StageError>> + Send + 'static,
     T: Send + 'static,
 {
-    let mut backoff = Backoff::new(
-        Duration::from_millis(50),
-        Duration::from_secs(5),
-        Duration::from_secs(60),
-    );
-    loop {
-        let outcome = match slot.get() {
-            Some(addr) => match addr.send(make()).await {
-                Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) if e.permanent => return Err(e),
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => format!("{stage}: actor unavailable ({e})"),
-            },
-            None => format!("{stage}: actor not running"),
-        };
-        shared
-            .metrics
-            .stage_errors
-            .with_label_values(&[stage])
-            .inc();
-        let delay = backoff.failed(shared.clock.now(), &mut rand::rng());
-        tracing::warn!(stage, retry_in_ms = delay.as_millis() as u64, "{outcome}");
-        tokio::time::sleep(delay.max(Duration::from_millis(10))).await;
-    }
+    retry(shared, stage, || {
+        let (addr, msg) = (slot.get(), make());
+        async move {
+            match addr {
+                Some(addr) => addr.send(msg).await.unwrap_or_else(|e| {
+                    Err(StageError::transient(
+                        stage,
+                        format!("actor unavailable ({e})"),
+                    ))
+                }),
+                None => Err(StageError::transient(stage, "actor not running")),
+            }
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

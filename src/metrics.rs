@@ -35,6 +35,7 @@ pub struct Metrics {
     pub camera_last_frame: GaugeVec,
     pub in_flight_batches: IntGauge,
     pub committed_offset: IntGaugeVec,
+    pub consumer_lag: IntGaugeVec,
     pub uptime: Gauge,
 }
 
@@ -250,6 +251,12 @@ impl Metrics {
             ),
             camera_last_frame,
             in_flight_batches,
+            consumer_lag: gauge(
+                &r,
+                "framewire_consumer_lag",
+                "Messages on the bus not yet committed by this consumer group, per partition (log end minus committed offset).",
+                &["partition"],
+            ),
             committed_offset: gauge(
                 &r,
                 "framewire_committed_offset",

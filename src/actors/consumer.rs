@@ -282,6 +282,32 @@ impl Actor for ConsumerActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let delay = self.life.starting();
         ctx.run_later(delay, |a, ctx| a.connect(ctx));
+        // Lag per partition: cheap for the embedded bus, a broker round trip for Kafka.
+        let every = if self.embedded.is_some() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(5)
+        };
+        ctx.run_interval(every, |a, _| {
+            let (Some(consumer), metrics) = (a.consumer.clone(), a.life.shared.metrics.clone())
+            else {
+                return;
+            };
+            actix::spawn(async move {
+                match tokio::task::spawn_blocking(move || consumer.lags()).await {
+                    Ok(Ok(lags)) => {
+                        for (p, lag) in lags {
+                            metrics
+                                .consumer_lag
+                                .with_label_values(&[&p.to_string()])
+                                .set(lag);
+                        }
+                    }
+                    Ok(Err(e)) => tracing::debug!("consumer lag: {e}"),
+                    Err(_) => {}
+                }
+            });
+        });
         ctx.run_interval(Duration::from_secs(1), |a, _| a.life.heartbeat());
     }
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {

@@ -106,6 +106,16 @@ impl EmbeddedBus {
         }
     }
 
+    /// Per partition: messages produced and not yet committed (the consumer group's lag).
+    pub fn lags(&self) -> Vec<(i32, i64)> {
+        self.inner
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i as i32, p.lock().log.len() as i64))
+            .collect()
+    }
+
     /// Messages not yet committed, over all partitions.
     pub fn uncommitted(&self) -> usize {
         self.inner
@@ -159,6 +169,10 @@ impl EmbeddedConsumer {
             }
             produced.await;
         }
+    }
+
+    pub fn lags(&self) -> Vec<(i32, i64)> {
+        self.bus.lags()
     }
 
     /// Drops every message before `next_offset` in `partition`.

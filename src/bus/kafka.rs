@@ -169,6 +169,29 @@ impl KafkaConsumer {
         })
     }
 
+    /// Per assigned partition: log end minus the group's committed offset (blocking: asks the
+    /// brokers; call it off the async threads).
+    pub fn lags(&self) -> Result<Vec<(i32, i64)>, BusError> {
+        let timeout = Duration::from_secs(5);
+        let committed = self
+            .inner
+            .committed(timeout)
+            .map_err(|e| err(&self.secrets, e))?;
+        let mut out = Vec::new();
+        for el in committed.elements_for_topic(&self.topic) {
+            let (low, high) = self
+                .inner
+                .fetch_watermarks(&self.topic, el.partition(), timeout)
+                .map_err(|e| err(&self.secrets, e))?;
+            let from = match el.offset() {
+                Offset::Offset(o) => o,
+                _ => low,
+            };
+            out.push((el.partition(), (high - from).max(0)));
+        }
+        Ok(out)
+    }
+
     pub fn commit(&self, partition: i32, next_offset: i64) -> Result<(), BusError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next_offset))

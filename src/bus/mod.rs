@@ -68,6 +68,14 @@ impl Consumer {
         }
     }
 
+    /// The consumer group's lag per partition (blocking for Kafka).
+    pub fn lags(&self) -> Result<Vec<(i32, i64)>, BusError> {
+        match self {
+            Consumer::Embedded(c) => Ok(c.lags()),
+            Consumer::Kafka(c) => c.lags(),
+        }
+    }
+
     /// Commits `next_offset` for `partition`: everything before it is durable downstream.
     pub fn commit(&self, partition: i32, next_offset: i64) -> Result<(), BusError> {
         match self {

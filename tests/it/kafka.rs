@@ -196,6 +196,16 @@ fn split_roles_through_kafka() {
         Duration::from_secs(30),
         || framewire::metrics::total(&pm.batches_stored) >= produced,
     );
+    wait_until(
+        "the group's lag reported as zero",
+        Duration::from_secs(30),
+        || {
+            let lags: Vec<i64> = (0..2)
+                .map(|p| pm.consumer_lag.with_label_values(&[&p.to_string()]).get())
+                .collect();
+            pm.render().contains("framewire_consumer_lag{") && lags.iter().all(|l| *l == 0)
+        },
+    );
     assert!(process.shutdown());
     assert_eq!(
         framewire::metrics::total(&im.batches_stored),

@@ -185,10 +185,22 @@ fn storage_outage_holds_commits_and_loses_nothing() {
     assert_eq!(framewire::metrics::total(&m.batches_stored), 0);
     assert!(m.in_flight_batches.get() > 0);
 
+    let lag = |m: &framewire::metrics::Metrics| {
+        (0..3)
+            .map(|p| m.consumer_lag.with_label_values(&[&p.to_string()]).get())
+            .sum::<i64>()
+    };
+    wait_until(
+        "lag exported while storage is down",
+        Duration::from_secs(10),
+        || lag(&m) > 0,
+    );
+
     std::fs::remove_file(out.join("results")).unwrap();
     wait_until("stored after recovery", Duration::from_secs(30), || {
         framewire::metrics::total(&m.batches_stored) >= 3
     });
+    wait_until("lag back to zero", Duration::from_secs(30), || lag(&m) == 0);
     assert!(d.shutdown());
     let produced = framewire::metrics::total(&m.batches_produced);
     assert_eq!(framewire::metrics::total(&m.batches_stored), produced);

@@ -98,7 +98,7 @@ fn endpoints() {
         .output_with_stdin(&metrics);
     let out = promtool
         .take()
-        .expect("promtool runs (Debian package `prometheus`; .ci/run installs it)");
+        .expect("promtool runs (Debian package `prometheus`; scripts/test installs it)");
     assert!(
         out.status.success(),
         "promtool: {}{}",

@@ -19,6 +19,7 @@ use crate::media::jpeg::{FrameEncoder, scale_box};
 use crate::media::source::{EncodedUnit, Sampler, SourceError};
 use crate::status::ActorState;
 use actix::prelude::*;
+use prometheus::{Gauge, Histogram, IntCounter, IntGauge};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -202,6 +203,36 @@ struct Chain {
     encoder: FrameEncoder,
     sampler: Sampler,
     seq: u64,
+    m: CameraMetrics,
+}
+
+/// The camera's metric series, resolved once per run rather than per frame.
+struct CameraMetrics {
+    captured: IntCounter,
+    decoded: IntCounter,
+    sampled: IntCounter,
+    decode_errors: IntCounter,
+    dropped: IntCounter,
+    up: IntGauge,
+    last_frame: Gauge,
+    decode_time: Histogram,
+    encode_time: Histogram,
+}
+
+impl CameraMetrics {
+    fn new(m: &crate::metrics::Metrics, id: &str) -> Self {
+        Self {
+            captured: m.frames_captured.with_label_values(&[id]),
+            decoded: m.frames_decoded.with_label_values(&[id]),
+            sampled: m.frames_sampled.with_label_values(&[id]),
+            decode_errors: m.decode_errors.with_label_values(&[id]),
+            dropped: m.frames_dropped.with_label_values(&[id, "queue_full"]),
+            up: m.camera_up.with_label_values(&[id]),
+            last_frame: m.camera_last_frame.with_label_values(&[id]),
+            decode_time: m.stage_duration.with_label_values(&["decode"]),
+            encode_time: m.stage_duration.with_label_values(&["encode"]),
+        }
+    }
 }
 
 impl Capture<'_> {
@@ -222,6 +253,7 @@ impl Capture<'_> {
             .map_err(|e| err(e.to_string()))?,
             sampler: Sampler::new(self.camera.sample_fps),
             seq: 0,
+            m: CameraMetrics::new(&self.shared.metrics, id),
         };
         let mut source = self.shared.opener.open(self.camera, self.url)?;
         let mut last: Option<EncodedUnit> = None;
@@ -230,28 +262,16 @@ impl Capture<'_> {
             self.shared.status.heartbeat("source", Some(id));
             match source.next_unit()? {
                 Some(unit) => {
-                    self.shared
-                        .metrics
-                        .frames_captured
-                        .with_label_values(&[id])
-                        .inc();
+                    chain.m.captured.inc();
                     let t = Instant::now();
                     match chain.decoder.decode(&unit.annexb) {
                         Ok(Some(picture)) => {
-                            self.shared
-                                .metrics
-                                .stage_duration
-                                .with_label_values(&["decode"])
-                                .observe(t.elapsed().as_secs_f64());
+                            chain.m.decode_time.observe(t.elapsed().as_secs_f64());
                             self.frame(&mut chain, picture, &unit)?;
                         }
                         Ok(None) => {}
                         Err(e) => {
-                            self.shared
-                                .metrics
-                                .decode_errors
-                                .with_label_values(&[id])
-                                .inc();
+                            chain.m.decode_errors.inc();
                             tracing::warn!(
                                 camera = id,
                                 capture_us = unit.capture_us,
@@ -300,13 +320,11 @@ impl Capture<'_> {
         picture: YuvFrame,
         unit: &EncodedUnit,
     ) -> Result<(), SourceError> {
-        let (id, m) = (self.camera.id.as_str(), &self.shared.metrics);
-        m.frames_decoded.with_label_values(&[id]).inc();
+        let id = self.camera.id.as_str();
+        chain.m.decoded.inc();
         self.shared.status.camera_frame(id);
-        m.camera_up.with_label_values(&[id]).set(1);
-        m.camera_last_frame
-            .with_label_values(&[id])
-            .set(unit.capture_us as f64 / 1e6);
+        chain.m.up.set(1);
+        chain.m.last_frame.set(unit.capture_us as f64 / 1e6);
         if !chain.sampler.keep(unit.capture_us) {
             return Ok(());
         }
@@ -318,10 +336,8 @@ impl Capture<'_> {
                 camera: id.to_string(),
                 reason: format!("JPEG encoding failed: {e}"),
             })?;
-        m.stage_duration
-            .with_label_values(&["encode"])
-            .observe(t.elapsed().as_secs_f64());
-        m.frames_sampled.with_label_values(&[id]).inc();
+        chain.m.encode_time.observe(t.elapsed().as_secs_f64());
+        chain.m.sampled.inc();
         let out = chain.encoder.out_size();
         let size = if unit.truth.is_empty() {
             (picture.width, picture.height)
@@ -346,9 +362,7 @@ impl Capture<'_> {
         };
         chain.seq += 1;
         if self.queue.push(frame).is_some() {
-            m.frames_dropped
-                .with_label_values(&[id, "queue_full"])
-                .inc();
+            chain.m.dropped.inc();
         }
         Ok(())
     }

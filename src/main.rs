@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use framewire::config::{self, Role};
 use framewire::daemon;
+use framewire::http::serve::Protocols;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -43,6 +44,23 @@ enum Command {
         #[arg(long)]
         duration: Option<f64>,
     },
+    /// Serve the built-in motion detector over the prototype's `/infer` API and Open Inference
+    /// Protocol v2 REST. Prints `listening on ADDR` when bound; SIGINT/SIGTERM stop it.
+    ServeInference {
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: std::net::SocketAddr,
+        #[arg(long, value_enum, default_value_t = Protocols::Both)]
+        protocol: Protocols,
+        /// HTTP worker threads (detection itself runs on the blocking pool).
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Per-pixel difference from the background that counts as motion (0–255).
+        #[arg(long, default_value_t = 30)]
+        motion_threshold: u8,
+        /// Smallest object, as a fraction of the frame area.
+        #[arg(long, default_value_t = 0.001)]
+        min_area_fraction: f32,
+    },
     /// Check a config file; exit 0 when valid, 2 with every problem listed otherwise.
     Validate {
         #[arg(long, short)]
@@ -68,6 +86,35 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
     match cli.command {
+        Command::ServeInference {
+            listen,
+            protocol,
+            workers,
+            motion_threshold,
+            min_area_fraction,
+        } => {
+            let detector = framewire::inference::motion::MotionDetector::new(
+                framewire::inference::motion::MotionConfig {
+                    threshold: motion_threshold,
+                    min_area_fraction,
+                    ..Default::default()
+                },
+            );
+            let served = actix_rt::System::new().block_on(async move {
+                let (server, addr) =
+                    framewire::http::serve::server(listen, protocol, detector, workers)?;
+                println!("listening on {addr}");
+                tracing::info!(%addr, ?protocol, "serve-inference listening");
+                server.await
+            });
+            match served {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("framewire serve-inference: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Validate { config, role } => match config::load(config.as_deref(), role) {
             Ok(cfg) => {
                 println!(

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub stage_duration: HistogramVec,
     pub capture_to_stored: HistogramVec,
     pub detections: IntCounterVec,
+    pub inference_requests: IntCounterVec,
+    pub inference_duration: HistogramVec,
     pub actor_restarts: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
@@ -191,6 +193,19 @@ impl Metrics {
                 "Failed attempts per pipeline stage (retried unless permanent).",
                 &["stage"],
             ),
+            inference_requests: counter(
+                &r,
+                "framewire_inference_requests_total",
+                "Inference requests by protocol and outcome: ok, transient (retried), permanent (batch rejected).",
+                &["protocol", "outcome"],
+            ),
+            inference_duration: histogram(
+                &r,
+                "framewire_inference_request_duration_seconds",
+                "Time per inference request (one batch, or one part of a split batch), by protocol.",
+                &["protocol"],
+                vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+            ),
             stage_duration: histogram(
                 &r,
                 "framewire_stage_duration_seconds",
@@ -289,6 +304,11 @@ impl Metrics {
             "store",
         ] {
             m.stage_duration.with_label_values(&[stage]);
+        }
+        for protocol in ["builtin", "optifye", "oip-v2"] {
+            for outcome in ["ok", "transient", "permanent"] {
+                m.inference_requests.with_label_values(&[protocol, outcome]);
+            }
         }
         for result in ["applied", "unchanged", "invalid"] {
             m.config_reloads.with_label_values(&[result]);

@@ -18,7 +18,7 @@ use super::{Life, PanicGuard, Retire, Shared, Slot, StageError};
 use crate::bus::watermark::Watermarks;
 use crate::bus::{BusError, Consumer, Delivery};
 use crate::config::KafkaConfig;
-use crate::storage::results::{Model, Timings};
+use crate::storage::results::Timings;
 use crate::storage::{ObjectStore, StorageError};
 use crate::wire;
 use actix::prelude::*;
@@ -213,10 +213,11 @@ async fn process(
 ) -> Result<String, StageError> {
     let batch = resolve_claims(batch, claims, &shared).await?;
     let t = Instant::now();
-    let detections = super::call(&stages.inference, &shared, "inference", || {
+    let inferred = super::call(&stages.inference, &shared, "inference", || {
         Infer(batch.clone())
     })
     .await?;
+    let (detections, model) = (inferred.detections, inferred.model);
     let inference_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
     let annotated = super::call(&stages.annotator, &shared, "annotate", || Annotate {
@@ -228,10 +229,6 @@ async fn process(
         inference: inference_ms,
         annotate: t.elapsed().as_secs_f64() * 1e3,
         store: 0.0,
-    };
-    let model = Model {
-        protocol: "builtin".into(),
-        name: "motion".into(),
     };
     super::call(&stages.uploader, &shared, "store", || Store {
         batch: batch.clone(),

@@ -1,13 +1,18 @@
 //! `InferenceActor`: runs the configured detector over a batch's frames. Receives `Infer` from the
-//! consumer's batch tasks and answers with one list of detections per frame. Protocol `builtin`
-//! runs the motion detector on tokio's blocking pool, at most `inference.workers` batches at once,
-//! each bounded by `inference.timeout` (a timeout is transient and retried; an undecodable frame or a
-//! panic is permanent for that batch).
+//! consumer's batch tasks and answers with one list of detections per frame and the model that
+//! made them. Protocol `builtin` runs the motion detector on tokio's blocking pool; `optifye` and
+//! `oip-v2` call a remote service through `inference::client` (blocking HTTP, also on the blocking
+//! pool). At most `inference.workers` batches at once, each bounded by `inference.timeout`. A
+//! timeout, an unreachable service or a 5xx is transient (the consumer retries with backoff); an
+//! undecodable frame, a 4xx, an unparseable answer or a panic is permanent for that batch. Requests
+//! are counted in `framewire_inference_requests_total{protocol,outcome}` and timed.
 
 use super::{Life, PanicGuard, Retire, StageError};
-use crate::config::InferenceConfig;
+use crate::config::{InferenceConfig, InferenceProtocol};
 use crate::inference::Detection;
+use crate::inference::client::RemoteClient;
 use crate::inference::motion::{MotionConfig, MotionDetector};
+use crate::storage::results::Model;
 use crate::wire::FrameBatch;
 use actix::prelude::*;
 use std::sync::Arc;
@@ -16,9 +21,22 @@ use tokio::sync::Semaphore;
 
 pub type Detections = Arc<Vec<Vec<Detection>>>;
 
+/// What a batch's inference produced.
+#[derive(Clone)]
+pub struct Inferred {
+    pub detections: Detections,
+    pub model: Model,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Builtin(Arc<MotionDetector>),
+    Remote(Arc<RemoteClient>),
+}
+
 pub struct InferenceActor {
     cfg: InferenceConfig,
-    detector: Arc<MotionDetector>,
+    backend: Result<Backend, String>,
     permits: Arc<Semaphore>,
     life: Life,
     _guard: PanicGuard,
@@ -26,15 +44,20 @@ pub struct InferenceActor {
 
 impl InferenceActor {
     pub fn new(cfg: InferenceConfig, life: Life, guard: PanicGuard) -> Self {
-        let detector = Arc::new(MotionDetector::new(MotionConfig {
-            threshold: cfg.motion_threshold,
-            min_area_fraction: cfg.min_area_fraction,
-            ..MotionConfig::default()
-        }));
+        let backend = match cfg.protocol {
+            InferenceProtocol::Builtin => Ok(Backend::Builtin(Arc::new(MotionDetector::new(
+                MotionConfig {
+                    threshold: cfg.motion_threshold,
+                    min_area_fraction: cfg.min_area_fraction,
+                    ..MotionConfig::default()
+                },
+            )))),
+            _ => RemoteClient::new(&cfg).map(|c| Backend::Remote(Arc::new(c))),
+        };
         let permits = Arc::new(Semaphore::new(cfg.workers));
         Self {
             cfg,
-            detector,
+            backend,
             permits,
             life,
             _guard: guard,
@@ -60,19 +83,22 @@ impl Supervised for InferenceActor {
 
 /// Detect objects in every frame of a batch.
 #[derive(Message, Clone)]
-#[rtype(result = "Result<Detections, StageError>")]
+#[rtype(result = "Result<Inferred, StageError>")]
 pub struct Infer(pub Arc<FrameBatch>);
 
 impl Handler<Infer> for InferenceActor {
-    type Result = ResponseFuture<Result<Detections, StageError>>;
+    type Result = ResponseFuture<Result<Inferred, StageError>>;
     fn handle(&mut self, msg: Infer, _: &mut Context<Self>) -> Self::Result {
-        let (detector, permits, timeout) = (
-            self.detector.clone(),
+        let (backend, permits, timeout) = (
+            self.backend.clone(),
             self.permits.clone(),
             self.cfg.timeout,
         );
         let metrics = self.life.shared.metrics.clone();
+        let protocol = self.cfg.protocol.name();
         Box::pin(async move {
+            let backend =
+                backend.map_err(|e| StageError::permanent("inference", e))?;
             let _permit = permits
                 .acquire_owned()
                 .await
@@ -80,18 +106,53 @@ impl Handler<Infer> for InferenceActor {
             let t = Instant::now();
             let batch = msg.0;
             let batch_id = batch.batch_id.clone();
-            let work = super::blocking("inference", move || {
-                let jpegs: Vec<&[u8]> = batch.frames.iter().map(|f| f.jpeg.as_slice()).collect();
-                detector.detect_jpegs(&jpegs).map_err(|e| {
-                    StageError::permanent("inference", format!("batch {}: {e}", batch.batch_id))
-                })
+            let model = match &backend {
+                Backend::Builtin(_) => Model {
+                    protocol: protocol.into(),
+                    name: "motion".into(),
+                },
+                Backend::Remote(c) => Model {
+                    protocol: protocol.into(),
+                    name: c.model(),
+                },
+            };
+            let work = super::blocking("inference", move || match backend {
+                Backend::Builtin(detector) => {
+                    let jpegs: Vec<&[u8]> =
+                        batch.frames.iter().map(|f| f.jpeg.as_slice()).collect();
+                    detector.detect_jpegs(&jpegs).map_err(|e| {
+                        StageError::permanent("inference", format!("batch {}: {e}", batch.batch_id))
+                    })
+                }
+                Backend::Remote(client) => client.infer(&batch).map_err(|e| {
+                    if e.is_permanent() {
+                        StageError::permanent("inference", e.to_string())
+                    } else {
+                        StageError::transient("inference", e.to_string())
+                    }
+                }),
             });
-            let dets = tokio::time::timeout(timeout, work).await.map_err(|_| {
-                StageError::transient(
+            let result = match tokio::time::timeout(timeout, work).await {
+                Ok(r) => r,
+                Err(_) => Err(StageError::transient(
                     "inference",
                     format!("batch {batch_id}: no answer within {timeout:?}"),
-                )
-            })??;
+                )),
+            };
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(e) if e.permanent => "permanent",
+                Err(_) => "transient",
+            };
+            metrics
+                .inference_requests
+                .with_label_values(&[protocol, outcome])
+                .inc();
+            metrics
+                .inference_duration
+                .with_label_values(&[protocol])
+                .observe(t.elapsed().as_secs_f64());
+            let dets = result?;
             metrics
                 .stage_duration
                 .with_label_values(&["inference"])
@@ -99,7 +160,10 @@ impl Handler<Infer> for InferenceActor {
             for d in dets.iter().flatten() {
                 metrics.detections.with_label_values(&[&d.label]).inc();
             }
-            Ok(Arc::new(dets))
+            Ok(Inferred {
+                detections: Arc::new(dets),
+                model,
+            })
         })
     }
 }

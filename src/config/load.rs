@@ -441,6 +441,36 @@ fn validate(cfg: &Config, role: Role) -> Vec<Problem> {
             "must be from 0 up to (not including) 1".into(),
         );
     }
+    let inf = &cfg.inference;
+    if inf.protocol != crate::config::InferenceProtocol::Builtin {
+        match url::Url::parse(&inf.url) {
+            Ok(u) if u.scheme() == "http" && u.host_str().is_some() => {}
+            Ok(u) if u.scheme() == "https" => add(
+                "inference.url".into(),
+                "https is not supported yet: reach the service over http on the private network"
+                    .into(),
+            ),
+            _ => add(
+                "inference.url".into(),
+                format!(
+                    "protocol {} needs an http://host:port URL of the service",
+                    inf.protocol.name()
+                ),
+            ),
+        }
+    }
+    if inf.max_batch == 0 {
+        add("inference.max_batch".into(), "must be at least 1".into());
+    }
+    if inf.model.is_empty() || inf.model.contains(['/', '?', '#']) {
+        add("inference.model".into(), "must be a model name without / ? #".into());
+    }
+    if !inf.labels_file.is_empty() && !std::path::Path::new(&inf.labels_file).is_file() {
+        add(
+            "inference.labels_file".into(),
+            format!("{} is not a readable file", inf.labels_file),
+        );
+    }
     if !(1..=64).contains(&cfg.annotator.workers) {
         add(
             "annotator.workers".into(),

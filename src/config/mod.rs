@@ -298,6 +298,21 @@ impl KafkaConfig {
 pub enum InferenceProtocol {
     /// The in-process motion detector.
     Builtin,
+    /// The Python prototype's `POST {url}/infer` (and `GET {url}/health`).
+    Optifye,
+    /// Open Inference Protocol v2 REST (`/v2/models/{model}/infer`), JSON or binary tensors.
+    OipV2,
+}
+
+impl InferenceProtocol {
+    /// The label used in metrics and results documents.
+    pub fn name(self) -> &'static str {
+        match self {
+            InferenceProtocol::Builtin => "builtin",
+            InferenceProtocol::Optifye => "optifye",
+            InferenceProtocol::OipV2 => "oip-v2",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -314,6 +329,20 @@ pub struct InferenceConfig {
     pub motion_threshold: u8,
     /// Built-in detector: smallest object, as a fraction of the frame area.
     pub min_area_fraction: f32,
+    /// Remote protocols: most frames in one request; larger batches are split (the prototype
+    /// accepts at most 50).
+    pub max_batch: usize,
+    /// `oip-v2`: the model's name.
+    pub model: String,
+    /// `oip-v2`: send the JPEGs and receive the detections with the binary tensor extension.
+    pub binary: bool,
+    /// `oip-v2`: name of the `[N, K, 6]` output (x1, y1, x2, y2, score, class).
+    pub output: String,
+    /// `oip-v2`: class names, one per line (class index = line number from 0). Empty: the model
+    /// metadata's `parameters.labels`, else the index itself.
+    pub labels_file: String,
+    /// Remote protocols: detections below this score are dropped.
+    pub score_threshold: f32,
 }
 
 impl Default for InferenceConfig {
@@ -325,6 +354,12 @@ impl Default for InferenceConfig {
             workers: 1,
             motion_threshold: 30,
             min_area_fraction: 0.001,
+            max_batch: crate::inference::optifye::PROTOTYPE_MAX_BATCH,
+            model: "motion".into(),
+            binary: false,
+            output: crate::inference::oip::OUTPUT.into(),
+            labels_file: String::new(),
+            score_threshold: 0.0,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! `GET /readyz` (200, or 503 with the reasons), `GET /metrics` (Prometheus text), `GET /status`
 //! (JSON). Runs on its own worker inside the daemon's actix system; nothing here can stop the pipeline.
 
+pub mod serve;
+
 use crate::config::Role;
 use crate::metrics::Metrics;
 use crate::status::StatusRegistry;

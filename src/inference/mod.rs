@@ -1,9 +1,13 @@
 //! Inference: what a detector returns, and the detectors framewire runs itself.
 //!
 //! `motion` is the built-in detector (protocol `builtin`): a real motion detector over the frames
-//! of one batch. Remote protocol clients (`optifye`, `oip-v2`) arrive with the processing issue.
+//! of one batch. `optifye` (the Python prototype's API) and `oip` (Open Inference Protocol v2) are
+//! the remote protocols' wire shapes, both sides; `client` speaks them over HTTP.
 
+pub mod client;
 pub mod motion;
+pub mod oip;
+pub mod optifye;
 
 use serde::{Deserialize, Serialize};
 

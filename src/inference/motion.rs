@@ -29,6 +29,16 @@ pub const PALETTE: [(&str, [u8; 3]); 8] = [
 
 /// Label of a component whose mean colour is near no palette colour.
 pub const UNKNOWN_LABEL: &str = "object";
+
+/// Every label the detector can give, in a fixed order (class index = position): the palette's
+/// names, then [`UNKNOWN_LABEL`].
+pub fn labels() -> Vec<&'static str> {
+    PALETTE
+        .iter()
+        .map(|(name, _)| *name)
+        .chain([UNKNOWN_LABEL])
+        .collect()
+}
 /// A component's mean colour must be closer than this (Euclidean, RGB) to get a palette name.
 const LABEL_MAX_DISTANCE: f32 = 90.0;
 /// Below this many frames a temporal median is no background model.

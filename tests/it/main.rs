@@ -6,6 +6,7 @@ mod common;
 mod file;
 mod fleet;
 mod http;
+mod inference;
 mod kafka;
 mod notify;
 mod oversize;

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub capture_to_stored: HistogramVec,
     pub detections: IntCounterVec,
     pub inference_requests: IntCounterVec,
+    pub dead_letters: IntCounterVec,
     pub inference_duration: HistogramVec,
     pub actor_restarts: IntCounterVec,
     pub config_reloads: IntCounterVec,
@@ -199,6 +200,12 @@ impl Metrics {
                 "Inference requests by protocol and outcome: ok, transient (retried), permanent (batch rejected).",
                 &["protocol", "outcome"],
             ),
+            dead_letters: counter(
+                &r,
+                "framewire_dead_letters_total",
+                "Messages sent to the dead-letter topic (or dead-letters/ in storage), by the reason they could not be processed.",
+                &["reason"],
+            ),
             inference_duration: histogram(
                 &r,
                 "framewire_inference_request_duration_seconds",
@@ -291,6 +298,7 @@ impl Metrics {
             "store",
         ] {
             m.messages_rejected.with_label_values(&[reason]);
+            m.dead_letters.with_label_values(&[reason]);
         }
         for stage in ["produce", "consume", "inference", "annotate", "store"] {
             m.stage_errors.with_label_values(&[stage]);

@@ -7,8 +7,9 @@
 //! crash or restart redelivers what was in flight (same keys, same objects).
 //!
 //! A message that cannot be decoded, or a batch a stage rejects permanently, is logged with its
-//! partition/offset, counted, and committed past (the dead-letter topic comes with the processing
-//! issue). Failure: if the bus consumer cannot be created, the actor stops and is restarted with
+//! partition/offset, counted, sent to the dead letters (`bus::DeadLetters`: `{topic}.dlq`, or
+//! `dead-letters/` in storage on the embedded bus; retried until stored), and only then committed
+//! past. Failure: if the bus consumer cannot be created, the actor stops and is restarted with
 //! backoff; a restart drops in-flight tasks and a fresh bus consumer resumes from the committed offsets.
 
 use super::annotator::{Annotate, AnnotatorActor};
@@ -16,7 +17,7 @@ use super::inference::{Infer, InferenceActor};
 use super::uploader::{Store, UploaderActor};
 use super::{Life, PanicGuard, Retire, Shared, Slot, StageError};
 use crate::bus::watermark::Watermarks;
-use crate::bus::{BusError, Consumer, Delivery};
+use crate::bus::{BusError, Consumer, DeadLetters, Delivery};
 use crate::config::KafkaConfig;
 use crate::storage::results::Timings;
 use crate::storage::{ObjectStore, StorageError};
@@ -40,6 +41,9 @@ pub struct ConsumerActor {
     /// Where claim-checked frames are read from.
     claims: Arc<dyn ObjectStore>,
     consumer: Option<Arc<Consumer>>,
+    dead: Option<DeadLetters>,
+    /// Storage key prefix (dead letters of the embedded bus).
+    prefix: String,
     marks: Watermarks,
     fetching: bool,
     draining: bool,
@@ -53,6 +57,7 @@ impl ConsumerActor {
         embedded: Option<crate::bus::embedded::EmbeddedBus>,
         stages: Stages,
         claims: Arc<dyn ObjectStore>,
+        prefix: String,
         life: Life,
         guard: PanicGuard,
     ) -> Self {
@@ -62,6 +67,8 @@ impl ConsumerActor {
             stages,
             claims,
             consumer: None,
+            dead: None,
+            prefix,
             marks: Watermarks::default(),
             fetching: false,
             draining: false,
@@ -77,10 +84,14 @@ impl ConsumerActor {
         let made = match &self.embedded {
             Some(bus) => Ok(Consumer::Embedded(bus.consumer())),
             None => crate::bus::kafka::KafkaConsumer::new(&self.kafka).map(Consumer::Kafka),
-        };
+        }
+        .and_then(|c| {
+            DeadLetters::new(&self.kafka, self.claims.clone(), &self.prefix).map(|dead| (c, dead))
+        });
         match made {
-            Ok(c) => {
+            Ok((c, dead)) => {
                 self.consumer = Some(Arc::new(c));
+                self.dead = Some(dead);
                 self.marks = Watermarks::default();
                 self.life.running();
                 self.fetch(ctx);
@@ -147,8 +158,8 @@ impl ConsumerActor {
                     .messages_rejected
                     .with_label_values(&["undecodable"])
                     .inc();
-                tracing::error!(partition, offset, "message skipped: {e}");
-                self.done(partition, offset);
+                tracing::error!(partition, offset, "message sent to the dead letters: {e}");
+                self.dead_letter(d, "undecodable", e.to_string(), ctx);
                 return;
             }
         };
@@ -171,12 +182,45 @@ impl ConsumerActor {
                 }
                 Err(e) => {
                     a.life.shared.metrics.messages_rejected.with_label_values(&[e.stage]).inc();
-                    tracing::error!(partition, offset, camera = %batch.camera_id, batch_id = %batch.batch_id, "batch skipped: {e}");
+                    tracing::error!(partition, offset, camera = %batch.camera_id, batch_id = %batch.batch_id, "batch sent to the dead letters: {e}");
+                    a.dead_letter(d, e.stage, e.to_string(), ctx);
+                    return;
                 }
             }
             a.done(partition, offset);
             a.fetch(ctx);
         }));
+    }
+
+    /// Stores `d` as a dead letter (retried with backoff until durable), then commits past it.
+    fn dead_letter(&mut self, d: Delivery, reason: &'static str, error: String, ctx: &mut Context<Self>) {
+        let (partition, offset) = (d.partition, d.offset);
+        let Some(dead) = self.dead.clone() else {
+            return;
+        };
+        let shared = self.life.shared.clone();
+        let letter = DeadLetters::letter(&self.kafka.topic, &d, reason, &error);
+        ctx.spawn(
+            async move {
+                super::retry(&shared, "dead_letter", || {
+                    let (dead, letter) = (dead.clone(), letter.clone());
+                    async move {
+                        dead.send(partition, offset, letter)
+                            .await
+                            .map_err(|e| StageError::transient("dead_letter", e.to_string()))
+                    }
+                })
+                .await
+            }
+            .into_actor(self)
+            .map(move |r, a, ctx| {
+                if r.is_ok() {
+                    a.life.shared.metrics.dead_letters.with_label_values(&[reason]).inc();
+                    a.done(partition, offset);
+                }
+                a.fetch(ctx);
+            }),
+        );
     }
 
     fn done(&mut self, partition: i32, offset: i64) {

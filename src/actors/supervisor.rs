@@ -210,6 +210,7 @@ impl Root {
             self.embedded.clone(),
             self.stages.clone(),
             crate::storage::open(&self.cfg.storage),
+            self.cfg.storage.prefix.clone(),
             self.life("consumer", None),
             self.guard(Unit::Process, "consumer", ctx),
         );

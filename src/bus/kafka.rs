@@ -66,6 +66,13 @@ impl KafkaProducer {
         })
     }
 
+    /// The same producer settings, sending to `topic` instead (the dead-letter topic).
+    pub fn for_topic(cfg: &KafkaConfig, topic: &str) -> Result<Self, BusError> {
+        let mut p = Self::new(cfg)?;
+        p.topic = topic.to_string();
+        Ok(p)
+    }
+
     /// Creates the topic with `kafka.partitions` partitions when it does not exist yet. Brokers that
     /// forbid it (or librdkafka's mock cluster, which lacks the admin API) make this a warning.
     pub async fn ensure_topic(cfg: &KafkaConfig) {

@@ -7,7 +7,10 @@ pub mod embedded;
 pub mod kafka;
 pub mod watermark;
 
+use crate::config::KafkaConfig;
+use crate::storage::ObjectStore;
 use crate::wire::Headers;
+use std::sync::Arc;
 
 /// A message to put on the bus.
 #[derive(Debug, Clone)]
@@ -34,6 +37,8 @@ pub enum BusError {
     Kafka(String),
     #[error("the bus is shut down")]
     Closed,
+    #[error("dead letter: {0}")]
+    DeadLetter(String),
 }
 
 /// Where produced messages go.
@@ -84,6 +89,81 @@ impl Consumer {
                 Ok(())
             }
             Consumer::Kafka(c) => c.commit(partition, next_offset),
+        }
+    }
+}
+
+/// Where a message goes that can never be processed (undecodable, or rejected permanently by a
+/// stage): Kafka's `{topic}.dlq`, or, on the embedded bus, storage objects under
+/// `{prefix}/dead-letters/partition={p}/{offset:020}.msg` with a `.json` of its headers beside it.
+/// The original payload, key and headers are kept; headers `dlq-error`, `dlq-stage`, `dlq-topic`,
+/// `dlq-partition`, `dlq-offset` and `dlq-time` (RFC 3339) say what happened. The consumer commits
+/// past the message only once the dead letter is stored.
+#[derive(Clone)]
+pub enum DeadLetters {
+    Kafka(kafka::KafkaProducer),
+    Store { store: Arc<dyn ObjectStore>, prefix: String },
+}
+
+impl DeadLetters {
+    pub fn topic(topic: &str) -> String {
+        format!("{topic}.dlq")
+    }
+
+    pub fn new(cfg: &KafkaConfig, store: Arc<dyn ObjectStore>, prefix: &str) -> Result<Self, BusError> {
+        if cfg.embedded() {
+            Ok(DeadLetters::Store {
+                store,
+                prefix: prefix.to_string(),
+            })
+        } else {
+            kafka::KafkaProducer::for_topic(cfg, &Self::topic(&cfg.topic)).map(DeadLetters::Kafka)
+        }
+    }
+
+    /// The message as a dead letter: original key and payload, headers plus the `dlq-*` ones.
+    pub fn letter(topic: &str, d: &Delivery, stage: &str, error: &str) -> OutMessage {
+        let mut headers = d.headers.clone();
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        for (k, v) in [
+            ("dlq-error", error.to_string()),
+            ("dlq-stage", stage.to_string()),
+            ("dlq-topic", topic.to_string()),
+            ("dlq-partition", d.partition.to_string()),
+            ("dlq-offset", d.offset.to_string()),
+            ("dlq-time", now),
+        ] {
+            headers.push((k.to_string(), v.into_bytes()));
+        }
+        OutMessage {
+            key: d.key.clone().unwrap_or_default(),
+            payload: d.payload.clone(),
+            headers,
+        }
+    }
+
+    /// Stores the dead letter of `msg`, taken from `partition`/`offset`; Ok once it is durable.
+    pub async fn send(&self, partition: i32, offset: i64, msg: OutMessage) -> Result<(), BusError> {
+        match self {
+            DeadLetters::Kafka(p) => p.send(&msg).await.map(|_| ()),
+            DeadLetters::Store { store, prefix } => {
+                let head = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+                let base = format!("{head}dead-letters/partition={partition}/{offset:020}");
+                let (store, msg) = (store.clone(), msg);
+                tokio::task::spawn_blocking(move || {
+                    let headers: serde_json::Map<String, serde_json::Value> = msg
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned().into()))
+                        .collect();
+                    let meta = serde_json::json!({"key": msg.key, "headers": headers});
+                    store.put(&format!("{base}.msg"), &msg.payload, "application/octet-stream")?;
+                    store.put(&format!("{base}.json"), meta.to_string().as_bytes(), "application/json")
+                })
+                .await
+                .map_err(|e| BusError::DeadLetter(format!("task: {e}")))?
+                .map_err(|e| BusError::DeadLetter(e.to_string()))
+            }
         }
     }
 }

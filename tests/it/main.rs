@@ -3,6 +3,7 @@
 //! binary under signals and a systemd notify socket.
 
 mod common;
+mod dlq;
 mod file;
 mod fleet;
 mod http;

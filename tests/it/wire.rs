@@ -287,7 +287,7 @@ pub fn produce_raw(
 }
 
 /// A JPEG of a dark frame with a bright square at `x`.
-fn jpeg_with_square(x: usize) -> Vec<u8> {
+pub fn jpeg_with_square(x: usize) -> Vec<u8> {
     let (w, h) = (160usize, 120usize);
     let mut rgb = vec![20u8; w * h * 3];
     for y in 40..70 {
@@ -301,7 +301,7 @@ fn jpeg_with_square(x: usize) -> Vec<u8> {
 /// The message exactly as the prototype's Python builds it: a dict with these keys,
 /// `base64.b64encode(jpeg).decode()`, `time.time()` floats, `datetime.now().isoformat()` (naive
 /// local time, microseconds), serialised with `json.dumps` (", " and ": " separators).
-fn prototype_message(batch_id: u64, jpegs: &[Vec<u8>]) -> String {
+pub fn prototype_message(batch_id: u64, jpegs: &[Vec<u8>]) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -211,7 +211,9 @@ impl Metrics {
                 "framewire_inference_request_duration_seconds",
                 "Time per inference request (one batch, or one part of a split batch), by protocol.",
                 &["protocol"],
-                vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+                vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
             ),
             stage_duration: histogram(
                 &r,

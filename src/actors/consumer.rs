@@ -193,7 +193,13 @@ impl ConsumerActor {
     }
 
     /// Stores `d` as a dead letter (retried with backoff until durable), then commits past it.
-    fn dead_letter(&mut self, d: Delivery, reason: &'static str, error: String, ctx: &mut Context<Self>) {
+    fn dead_letter(
+        &mut self,
+        d: Delivery,
+        reason: &'static str,
+        error: String,
+        ctx: &mut Context<Self>,
+    ) {
         let (partition, offset) = (d.partition, d.offset);
         let Some(dead) = self.dead.clone() else {
             return;
@@ -215,7 +221,12 @@ impl ConsumerActor {
             .into_actor(self)
             .map(move |r, a, ctx| {
                 if r.is_ok() {
-                    a.life.shared.metrics.dead_letters.with_label_values(&[reason]).inc();
+                    a.life
+                        .shared
+                        .metrics
+                        .dead_letters
+                        .with_label_values(&[reason])
+                        .inc();
                     a.done(partition, offset);
                 }
                 a.fetch(ctx);

@@ -89,16 +89,12 @@ pub struct Infer(pub Arc<FrameBatch>);
 impl Handler<Infer> for InferenceActor {
     type Result = ResponseFuture<Result<Inferred, StageError>>;
     fn handle(&mut self, msg: Infer, _: &mut Context<Self>) -> Self::Result {
-        let (backend, permits, timeout) = (
-            self.backend.clone(),
-            self.permits.clone(),
-            self.cfg.timeout,
-        );
+        let (backend, permits, timeout) =
+            (self.backend.clone(), self.permits.clone(), self.cfg.timeout);
         let metrics = self.life.shared.metrics.clone();
         let protocol = self.cfg.protocol.name();
         Box::pin(async move {
-            let backend =
-                backend.map_err(|e| StageError::permanent("inference", e))?;
+            let backend = backend.map_err(|e| StageError::permanent("inference", e))?;
             let _permit = permits
                 .acquire_owned()
                 .await

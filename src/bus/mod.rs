@@ -102,7 +102,10 @@ impl Consumer {
 #[derive(Clone)]
 pub enum DeadLetters {
     Kafka(kafka::KafkaProducer),
-    Store { store: Arc<dyn ObjectStore>, prefix: String },
+    Store {
+        store: Arc<dyn ObjectStore>,
+        prefix: String,
+    },
 }
 
 impl DeadLetters {
@@ -110,7 +113,11 @@ impl DeadLetters {
         format!("{topic}.dlq")
     }
 
-    pub fn new(cfg: &KafkaConfig, store: Arc<dyn ObjectStore>, prefix: &str) -> Result<Self, BusError> {
+    pub fn new(
+        cfg: &KafkaConfig,
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+    ) -> Result<Self, BusError> {
         if cfg.embedded() {
             Ok(DeadLetters::Store {
                 store,
@@ -147,7 +154,11 @@ impl DeadLetters {
         match self {
             DeadLetters::Kafka(p) => p.send(&msg).await.map(|_| ()),
             DeadLetters::Store { store, prefix } => {
-                let head = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+                let head = if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("{prefix}/")
+                };
                 let base = format!("{head}dead-letters/partition={partition}/{offset:020}");
                 let (store, msg) = (store.clone(), msg);
                 tokio::task::spawn_blocking(move || {
@@ -157,8 +168,16 @@ impl DeadLetters {
                         .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned().into()))
                         .collect();
                     let meta = serde_json::json!({"key": msg.key, "headers": headers});
-                    store.put(&format!("{base}.msg"), &msg.payload, "application/octet-stream")?;
-                    store.put(&format!("{base}.json"), meta.to_string().as_bytes(), "application/json")
+                    store.put(
+                        &format!("{base}.msg"),
+                        &msg.payload,
+                        "application/octet-stream",
+                    )?;
+                    store.put(
+                        &format!("{base}.json"),
+                        meta.to_string().as_bytes(),
+                        "application/json",
+                    )
                 })
                 .await
                 .map_err(|e| BusError::DeadLetter(format!("task: {e}")))?

@@ -463,7 +463,10 @@ fn validate(cfg: &Config, role: Role) -> Vec<Problem> {
         add("inference.max_batch".into(), "must be at least 1".into());
     }
     if inf.model.is_empty() || inf.model.contains(['/', '?', '#']) {
-        add("inference.model".into(), "must be a model name without / ? #".into());
+        add(
+            "inference.model".into(),
+            "must be a model name without / ? #".into(),
+        );
     }
     if !inf.labels_file.is_empty() && !std::path::Path::new(&inf.labels_file).is_file() {
         add(

@@ -60,8 +60,10 @@ async fn detect(s: web::Data<State>, jpegs: Vec<Vec<u8>>) -> Result<Vec<Vec<Dete
     .map_err(|e| e.to_string())?;
     s.batches.fetch_add(1, Ordering::Relaxed);
     s.frames.fetch_add(n, Ordering::Relaxed);
-    s.detections
-        .fetch_add(dets.iter().map(Vec::len).sum::<usize>() as u64, Ordering::Relaxed);
+    s.detections.fetch_add(
+        dets.iter().map(Vec::len).sum::<usize>() as u64,
+        Ordering::Relaxed,
+    );
     Ok(dets)
 }
 
@@ -111,7 +113,9 @@ async fn infer(s: web::Data<State>, body: web::Bytes) -> HttpResponse {
     };
     let t = Instant::now();
     match detect(s.clone(), jpegs).await {
-        Ok(dets) => HttpResponse::Ok().json(optifye::response(&req, &dets, t.elapsed().as_secs_f64())),
+        Ok(dets) => {
+            HttpResponse::Ok().json(optifye::response(&req, &dets, t.elapsed().as_secs_f64()))
+        }
         Err(e) => bad_request(&s, e),
     }
 }

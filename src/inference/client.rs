@@ -62,7 +62,9 @@ impl RemoteClient {
         Ok(Self {
             protocol: cfg.protocol,
             base: cfg.url.trim_end_matches('/').to_string(),
-            shown: crate::redact::url(&cfg.url).trim_end_matches('/').to_string(),
+            shown: crate::redact::url(&cfg.url)
+                .trim_end_matches('/')
+                .to_string(),
             agent,
             cfg: cfg.clone(),
             labels: Mutex::new(labels),
@@ -92,13 +94,21 @@ impl RemoteClient {
                 let meta = self.get(&format!("/v2/models/{m}"))?;
                 let mut labels = self.labels.lock();
                 if labels.is_none() {
-                    let doc: serde_json::Value = serde_json::from_slice(&meta.bytes).map_err(|e| {
-                        ClientError::Permanent(format!("{}: model {m} metadata: {e}", self.shown))
-                    })?;
+                    let doc: serde_json::Value =
+                        serde_json::from_slice(&meta.bytes).map_err(|e| {
+                            ClientError::Permanent(format!(
+                                "{}: model {m} metadata: {e}",
+                                self.shown
+                            ))
+                        })?;
                     *labels = Some(
                         doc["parameters"]["labels"]
                             .as_array()
-                            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|v| v.as_str().map(String::from))
+                                    .collect()
+                            })
                             .unwrap_or_default(),
                     );
                 }
@@ -149,7 +159,10 @@ impl RemoteClient {
         })?;
         let ids: Vec<u64> = part.iter().map(|f| f.seq).collect();
         optifye::detections(&ids, &resp).map_err(|e| {
-            ClientError::Permanent(format!("{}/infer, batch {}: {e}", self.shown, batch.batch_id))
+            ClientError::Permanent(format!(
+                "{}/infer, batch {}: {e}",
+                self.shown, batch.batch_id
+            ))
         })
     }
 
@@ -179,7 +192,12 @@ impl RemoteClient {
             self.cfg.score_threshold,
             &labels,
         )
-        .map_err(|e| ClientError::Permanent(format!("{}{path}, batch {}: {e}", self.shown, batch.batch_id)))
+        .map_err(|e| {
+            ClientError::Permanent(format!(
+                "{}{path}, batch {}: {e}",
+                self.shown, batch.batch_id
+            ))
+        })
     }
 
     fn get(&self, path: &str) -> Result<Answer, ClientError> {
@@ -221,14 +239,21 @@ impl RemoteClient {
                 resp.into_reader()
                     .take(MAX_ANSWER)
                     .read_to_end(&mut bytes)
-                    .map_err(|e| ClientError::Transient(format!("{at}: reading the answer: {e}")))?;
+                    .map_err(|e| {
+                        ClientError::Transient(format!("{at}: reading the answer: {e}"))
+                    })?;
                 Ok(Answer {
                     bytes,
                     header_length,
                 })
             }
             Err(ureq::Error::Status(code, resp)) => {
-                let text: String = resp.into_string().unwrap_or_default().chars().take(200).collect();
+                let text: String = resp
+                    .into_string()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect();
                 let msg = format!("{at}: HTTP {code}: {}", text.trim());
                 if code >= 500 || code == 408 || code == 429 {
                     Err(ClientError::Transient(msg))
@@ -236,10 +261,9 @@ impl RemoteClient {
                     Err(ClientError::Permanent(msg))
                 }
             }
-            Err(ureq::Error::Transport(t)) => Err(ClientError::Transient(format!(
-                "{at}: {}",
-                t.kind()
-            ))),
+            Err(ureq::Error::Transport(t)) => {
+                Err(ClientError::Transient(format!("{at}: {}", t.kind())))
+            }
         }
     }
 }

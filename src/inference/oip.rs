@@ -69,6 +69,23 @@ impl Tensor {
             .and_then(Value::as_u64)
             .map(|n| n as usize)
     }
+
+    /// This tensor's bytes from the front of `tail` (binary tensors follow the JSON in order), or
+    /// `None` when it travels in JSON.
+    fn take_binary<'a>(&self, tail: &mut &'a [u8]) -> Result<Option<&'a [u8]>, String> {
+        match self.binary_size() {
+            Some(n) if n <= tail.len() => {
+                let (now, rest) = tail.split_at(n);
+                *tail = rest;
+                Ok(Some(now))
+            }
+            Some(n) => Err(format!(
+                "tensor {}: binary_data_size {n} exceeds the body",
+                self.name
+            )),
+            None => Ok(None),
+        }
+    }
 }
 
 /// A message body: the JSON header and, with the binary extension, the bytes after it.
@@ -178,15 +195,7 @@ pub fn parse_request(
     let mut jpegs = None;
     for t in &req.inputs {
         // Binary inputs follow in the order of `inputs`.
-        let raw = match t.binary_size() {
-            Some(n) if n <= tail.len() => {
-                let (now, rest) = tail.split_at(n);
-                tail = rest;
-                Some(now)
-            }
-            Some(n) => return Err(format!("input {}: binary_data_size {n} exceeds the body", t.name)),
-            None => None,
-        };
+        let raw = t.take_binary(&mut tail)?;
         if t.name != INPUT {
             continue;
         }
@@ -204,7 +213,9 @@ pub fn parse_request(
                     .iter()
                     .enumerate()
                     .map(|(i, v)| {
-                        let s = v.as_str().ok_or(format!("input {INPUT}[{i}]: not a string"))?;
+                        let s = v
+                            .as_str()
+                            .ok_or(format!("input {INPUT}[{i}]: not a string"))?;
                         b64.decode(s)
                             .map_err(|e| format!("input {INPUT}[{i}]: not base64: {e}"))
                     })
@@ -227,7 +238,10 @@ pub fn parse_request(
 
 /// The `[N, K, 6]` FP32 rows of one batch's detections, padded with class −1; `classes` maps a
 /// label to its index.
-pub fn detection_rows(dets: &[Vec<Detection>], class: impl Fn(&str) -> i64) -> (Vec<i64>, Vec<f32>) {
+pub fn detection_rows(
+    dets: &[Vec<Detection>],
+    class: impl Fn(&str) -> i64,
+) -> (Vec<i64>, Vec<f32>) {
     let k = dets.iter().map(Vec::len).max().unwrap_or(0);
     let mut rows = Vec::with_capacity(dets.len() * k * 6);
     for frame in dets {
@@ -292,27 +306,24 @@ pub fn parse_detections(
         serde_json::from_slice(json).map_err(|e| format!("answer is not OIP v2 JSON: {e}"))?;
     let mut values: Option<(Vec<i64>, Vec<f32>)> = None;
     for t in &resp.outputs {
-        let raw = match t.binary_size() {
-            Some(n) if n <= tail.len() => {
-                let (now, rest) = tail.split_at(n);
-                tail = rest;
-                Some(now)
-            }
-            Some(n) => return Err(format!("output {}: binary_data_size {n} exceeds the body", t.name)),
-            None => None,
-        };
+        let raw = t.take_binary(&mut tail)?;
         if t.name != output {
             continue;
         }
         if t.datatype != "FP32" {
-            return Err(format!("output {output}: datatype {} (expected FP32)", t.datatype));
+            return Err(format!(
+                "output {output}: datatype {} (expected FP32)",
+                t.datatype
+            ));
         }
         let v: Vec<f32> = match (raw, &t.data) {
             (Some(raw), _) if raw.len() % 4 == 0 => raw
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
                 .collect(),
-            (Some(raw), _) => return Err(format!("output {output}: {} bytes is not FP32", raw.len())),
+            (Some(raw), _) => {
+                return Err(format!("output {output}: {} bytes is not FP32", raw.len()));
+            }
             (None, Some(Value::Array(items))) => items
                 .iter()
                 .map(|x| x.as_f64().map(|f| f as f32))
@@ -339,7 +350,10 @@ pub fn parse_detections(
                 .map(|r| {
                     let class = r[5] as usize;
                     Detection {
-                        label: labels.get(class).cloned().unwrap_or_else(|| class.to_string()),
+                        label: labels
+                            .get(class)
+                            .cloned()
+                            .unwrap_or_else(|| class.to_string()),
                         confidence: r[4],
                         bbox: [r[0], r[1], r[2], r[3]],
                     }
@@ -359,7 +373,11 @@ mod tests {
             confidence: c,
             bbox: [1.0, 2.0, 30.0, 40.0],
         };
-        vec![vec![d("red", 0.9), d("blue", 0.4)], vec![], vec![d("blue", 0.7)]]
+        vec![
+            vec![d("red", 0.9), d("blue", 0.4)],
+            vec![],
+            vec![d("blue", 0.7)],
+        ]
     }
 
     #[test]
@@ -390,6 +408,16 @@ mod tests {
         assert!(parse_request(b"{\"inputs\":[]}", Some(99)).is_err());
         let body = request("b", &[b"x"], true);
         assert!(parse_request(&body.bytes[..body.bytes.len() - 1], body.header_length).is_err());
-        assert!(parse_detections(b"{\"model_name\":\"m\",\"outputs\":[]}", None, OUTPUT, 1, 0.0, &[]).is_err());
+        assert!(
+            parse_detections(
+                b"{\"model_name\":\"m\",\"outputs\":[]}",
+                None,
+                OUTPUT,
+                1,
+                0.0,
+                &[]
+            )
+            .is_err()
+        );
     }
 }

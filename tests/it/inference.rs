@@ -132,7 +132,10 @@ fn remote_protocols_agree_with_builtin() {
         .detect_jpegs(&jpegs)
         .unwrap();
     let found: usize = expected.iter().map(Vec::len).sum();
-    assert!(found >= 50, "the scene's 3 objects are found ({found} boxes)");
+    assert!(
+        found >= 50,
+        "the scene's 3 objects are found ({found} boxes)"
+    );
     for (protocol, binary) in [
         (InferenceProtocol::Optifye, false),
         (InferenceProtocol::OipV2, false),
@@ -187,7 +190,14 @@ fn wire_shapes_match_the_prototype_and_the_protocol() {
     let r: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
         keys(&r),
-        set(&["batch_id", "total_frames", "total_detections", "processing_time", "results", "timestamp"])
+        set(&[
+            "batch_id",
+            "total_frames",
+            "total_detections",
+            "processing_time",
+            "results",
+            "timestamp"
+        ])
     );
     assert_eq!(r["batch_id"], 7);
     assert_eq!(r["total_frames"], 25);
@@ -207,20 +217,41 @@ fn wire_shapes_match_the_prototype_and_the_protocol() {
     }
     assert!(total > 0 && r["total_detections"] == total);
     let (s, h) = get(served.addr, "/health");
-    assert_eq!((s, serde_json::from_str::<Value>(&h).unwrap()["status"].clone()), (200, json!("healthy")));
+    assert_eq!(
+        (
+            s,
+            serde_json::from_str::<Value>(&h).unwrap()["status"].clone()
+        ),
+        (200, json!("healthy"))
+    );
     assert_eq!(get(served.addr, "/info").0, 200);
 
     // OIP v2: health, metadata, and a JSON inference request as the protocol documents it.
-    for path in ["/v2/health/live", "/v2/health/ready", "/v2/models/motion/ready", "/v2"] {
+    for path in [
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/motion/ready",
+        "/v2",
+    ] {
         assert_eq!(get(served.addr, path).0, 200, "{path}");
     }
     let (_, meta) = get(served.addr, "/v2/models/motion");
     let meta: Value = serde_json::from_str(&meta).unwrap();
     assert_eq!(
         keys(&meta),
-        set(&["name", "versions", "platform", "inputs", "outputs", "parameters"])
+        set(&[
+            "name",
+            "versions",
+            "platform",
+            "inputs",
+            "outputs",
+            "parameters"
+        ])
     );
-    assert_eq!(keys(&meta["inputs"][0]), set(&["name", "datatype", "shape"]));
+    assert_eq!(
+        keys(&meta["inputs"][0]),
+        set(&["name", "datatype", "shape"])
+    );
     let req = json!({
         "id": "req-1",
         "inputs": [{"name": "images", "shape": [3], "datatype": "BYTES",
@@ -233,24 +264,46 @@ fn wire_shapes_match_the_prototype_and_the_protocol() {
     );
     assert_eq!((status, hl), (200, None));
     let r: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(keys(&r), set(&["model_name", "model_version", "id", "outputs"]));
-    assert_eq!((r["model_name"].clone(), r["id"].clone()), (json!("motion"), json!("req-1")));
+    assert_eq!(
+        keys(&r),
+        set(&["model_name", "model_version", "id", "outputs"])
+    );
+    assert_eq!(
+        (r["model_name"].clone(), r["id"].clone()),
+        (json!("motion"), json!("req-1"))
+    );
     let out = &r["outputs"][0];
     assert_eq!(keys(out), set(&["name", "shape", "datatype", "data"]));
     let shape: Vec<i64> = serde_json::from_value(out["shape"].clone()).unwrap();
-    assert_eq!((shape[0], shape[2], out["datatype"].clone()), (3, 6, json!("FP32")));
-    assert_eq!(out["data"].as_array().unwrap().len() as i64, shape.iter().product::<i64>());
+    assert_eq!(
+        (shape[0], shape[2], out["datatype"].clone()),
+        (3, 6, json!("FP32"))
+    );
+    assert_eq!(
+        out["data"].as_array().unwrap().len() as i64,
+        shape.iter().product::<i64>()
+    );
 
     // Binary tensor extension: header length given, binary_data_size matches what follows.
-    let body = framewire::inference::oip::request("req-2", &[&b.frames[0].jpeg, &b.frames[1].jpeg, &b.frames[2].jpeg], true);
+    let body = framewire::inference::oip::request(
+        "req-2",
+        &[&b.frames[0].jpeg, &b.frames[1].jpeg, &b.frames[2].jpeg],
+        true,
+    );
     let n = body.header_length.unwrap().to_string();
     let (status, bytes, hl) = post(
         &format!("{}/v2/models/motion/infer", served.url()),
         &body.bytes,
-        &[("Content-Type", "application/octet-stream"), ("Inference-Header-Content-Length", &n)],
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("Inference-Header-Content-Length", &n),
+        ],
     );
     assert_eq!(status, 200);
-    let hl: usize = hl.expect("binary answer has a header length").parse().unwrap();
+    let hl: usize = hl
+        .expect("binary answer has a header length")
+        .parse()
+        .unwrap();
     let head: Value = serde_json::from_slice(&bytes[..hl]).unwrap();
     let out = &head["outputs"][0];
     assert!(out.get("data").is_none());
@@ -267,22 +320,63 @@ fn bad_requests_are_refused_and_the_server_survives() {
     let good = framewire::inference::oip::request("x", &[&b.frames[0].jpeg], true);
     let n = good.header_length.unwrap().to_string();
     let cases: Vec<(String, Vec<u8>, Vec<(&str, &str)>, u16)> = vec![
-        (format!("{u}/infer"), b"\x00\xffgarbage".to_vec(), vec![], 400),
-        (format!("{u}/infer"), br#"{"batch_id":1,"frames":[{"frame_id":0,"data":"%%%"}]}"#.to_vec(), vec![], 400),
-        (format!("{u}/infer"), br#"{"batch_id":1,"frames":[{"frame_id":0,"data":"AAAA"}]}"#.to_vec(), vec![], 400),
-        (format!("{u}/infer"), br#"{"batch_id":1,"frames":[]}"#.to_vec(), vec![], 400),
-        (format!("{u}/v2/models/motion/infer"), b"{".to_vec(), vec![], 400),
-        (format!("{u}/v2/models/motion/infer"), good.bytes[..good.bytes.len() - 3].to_vec(),
-            vec![("Inference-Header-Content-Length", n.as_str())], 400),
-        (format!("{u}/v2/models/motion/infer"), good.bytes.clone(),
-            vec![("Inference-Header-Content-Length", "999999")], 400),
-        (format!("{u}/v2/models/yolo/infer"), good.bytes.clone(), vec![], 404),
+        (
+            format!("{u}/infer"),
+            b"\x00\xffgarbage".to_vec(),
+            vec![],
+            400,
+        ),
+        (
+            format!("{u}/infer"),
+            br#"{"batch_id":1,"frames":[{"frame_id":0,"data":"%%%"}]}"#.to_vec(),
+            vec![],
+            400,
+        ),
+        (
+            format!("{u}/infer"),
+            br#"{"batch_id":1,"frames":[{"frame_id":0,"data":"AAAA"}]}"#.to_vec(),
+            vec![],
+            400,
+        ),
+        (
+            format!("{u}/infer"),
+            br#"{"batch_id":1,"frames":[]}"#.to_vec(),
+            vec![],
+            400,
+        ),
+        (
+            format!("{u}/v2/models/motion/infer"),
+            b"{".to_vec(),
+            vec![],
+            400,
+        ),
+        (
+            format!("{u}/v2/models/motion/infer"),
+            good.bytes[..good.bytes.len() - 3].to_vec(),
+            vec![("Inference-Header-Content-Length", n.as_str())],
+            400,
+        ),
+        (
+            format!("{u}/v2/models/motion/infer"),
+            good.bytes.clone(),
+            vec![("Inference-Header-Content-Length", "999999")],
+            400,
+        ),
+        (
+            format!("{u}/v2/models/yolo/infer"),
+            good.bytes.clone(),
+            vec![],
+            404,
+        ),
     ];
     for (url, body, headers, want) in cases {
         let (status, body, _) = post(&url, &body, &headers);
         assert_eq!(status, want, "{url}");
         let doc: Value = serde_json::from_slice(&body).expect("a JSON error");
-        assert!(doc["error"].as_str().is_some_and(|e| !e.is_empty()), "{doc}");
+        assert!(
+            doc["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{doc}"
+        );
     }
     assert_eq!(get(served.addr, "/v2/models/yolo").0, 404);
     assert_eq!(get(served.addr, "/health").0, 200);
@@ -334,15 +428,27 @@ fn remote_failures_are_transient_or_permanent() {
         (429, "{}", false),
         (400, r#"{"error":"bad"}"#, true),
         (200, "not json", true),
-        (200, r#"{"batch_id":4,"total_frames":0,"total_detections":0,"processing_time":0,"results":[],"timestamp":"t"}"#, true),
+        (
+            200,
+            r#"{"batch_id":4,"total_frames":0,"total_detections":0,"processing_time":0,"results":[],"timestamp":"t"}"#,
+            true,
+        ),
     ] {
         let addr = misbehaving(status, body);
         let e = infer(format!("http://{addr}")).unwrap_err();
         assert_eq!(e.is_permanent(), permanent, "HTTP {status} {body}: {e}");
-        assert!(e.to_string().contains(&addr.to_string()), "names the service: {e}");
+        assert!(
+            e.to_string().contains(&addr.to_string()),
+            "names the service: {e}"
+        );
     }
-    let addr = misbehaving(200, r#"{"model_name":"motion","outputs":[{"name":"detections","shape":[1,1,6],"datatype":"FP32","data":[1]}]}"#);
-    let e = client(InferenceProtocol::OipV2, &format!("http://{addr}"), false).infer(&b).unwrap_err();
+    let addr = misbehaving(
+        200,
+        r#"{"model_name":"motion","outputs":[{"name":"detections","shape":[1,1,6],"datatype":"FP32","data":[1]}]}"#,
+    );
+    let e = client(InferenceProtocol::OipV2, &format!("http://{addr}"), false)
+        .infer(&b)
+        .unwrap_err();
     assert!(e.is_permanent(), "{e}");
 }
 
@@ -351,7 +457,10 @@ fn remote_failures_are_transient_or_permanent() {
 #[test]
 fn pipeline_through_serve_inference() {
     let served = Served::start();
-    for (protocol, name) in [(InferenceProtocol::Optifye, "optifye"), (InferenceProtocol::OipV2, "oip-v2")] {
+    for (protocol, name) in [
+        (InferenceProtocol::Optifye, "optifye"),
+        (InferenceProtocol::OipV2, "oip-v2"),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         let mut cfg = config(dir.path(), vec![camera("cam-1", 1, (640, 480), 10.0)], 25);
@@ -368,8 +477,14 @@ fn pipeline_through_serve_inference() {
         assert!(all.iter().all(|r| r.model.protocol == name));
         let (frames, recall, precision) = crate::pipeline::accuracy(&all);
         assert!(frames >= 100);
-        assert!(recall >= 0.9 && precision >= 0.9, "{name}: recall {recall}, precision {precision}");
-        let ok = metric(&text, &format!("framewire_inference_requests_total{{outcome=\"ok\",protocol=\"{name}\"}}"));
+        assert!(
+            recall >= 0.9 && precision >= 0.9,
+            "{name}: recall {recall}, precision {precision}"
+        );
+        let ok = metric(
+            &text,
+            &format!("framewire_inference_requests_total{{outcome=\"ok\",protocol=\"{name}\"}}"),
+        );
         assert!(ok >= 4.0, "{name}: {ok} ok requests counted");
     }
 }

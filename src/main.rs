@@ -130,7 +130,11 @@ fn main() -> ExitCode {
                         format!("kafka topic {}", cfg.kafka.topic)
                     },
                     format!("{:?}", cfg.storage.kind).to_lowercase(),
-                    cfg.storage.path
+                    match cfg.storage.kind {
+                        framewire::config::StorageKind::S3 =>
+                            format!("s3://{}", cfg.storage.bucket),
+                        framewire::config::StorageKind::File => cfg.storage.path.clone(),
+                    }
                 );
                 ExitCode::SUCCESS
             }

@@ -14,7 +14,7 @@ use super::uploader::UploaderActor;
 use super::{Life, PanicGuard, Retire, Shared, Slot, Unit, UnitPanicked};
 use crate::bus::embedded::EmbeddedBus;
 use crate::config::{CameraConfig, Config, ConfigDiff, Role, SourceUrl};
-use crate::storage::{FileStorage, ObjectStore};
+use crate::storage::ObjectStore;
 use actix::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -181,7 +181,7 @@ impl Root {
 
     fn start_process(&mut self, ctx: &mut Context<Self>) {
         self.stop_process();
-        let store: Arc<dyn ObjectStore> = Arc::new(FileStorage::new(&self.cfg.storage.path));
+        let store: Arc<dyn ObjectStore> = crate::storage::open(&self.cfg.storage);
         let h = self.pipeline.handle();
         let inference = InferenceActor::new(
             self.cfg.inference.clone(),

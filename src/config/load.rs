@@ -486,7 +486,43 @@ fn validate(cfg: &Config, role: Role) -> Vec<Problem> {
             format!("{} must be from 1 to 100", cfg.annotator.jpeg_quality),
         );
     }
-    if (role.process() || cfg.kafka.claim_check) && cfg.storage.path.is_empty() {
+    let st = &cfg.storage;
+    if st.kind == crate::config::StorageKind::S3 {
+        if st.bucket.is_empty() {
+            add(
+                "storage.bucket".into(),
+                "kind = \"s3\" needs a bucket".into(),
+            );
+        }
+        if !["", "AES256", "aws:kms"].contains(&st.sse.as_str()) {
+            add(
+                "storage.sse".into(),
+                format!("{:?}: expected \"AES256\" or \"aws:kms\"", st.sse),
+            );
+        }
+        if !st.kms_key_id.is_empty() && st.sse != "aws:kms" {
+            add(
+                "storage.kms_key_id".into(),
+                "is used only with sse = \"aws:kms\"".into(),
+            );
+        }
+        if st.access_key_id.is_empty() != st.secret_access_key.is_empty() {
+            add(
+                "storage.secret_access_key".into(),
+                "access_key_id and secret_access_key go together (or leave both empty for the AWS default chain)".into(),
+            );
+        }
+        if !st.endpoint.is_empty() && url::Url::parse(&st.endpoint).is_err() {
+            add(
+                "storage.endpoint".into(),
+                "must be a URL such as http://host:9000".into(),
+            );
+        }
+    }
+    if st.kind == crate::config::StorageKind::File
+        && (role.process() || cfg.kafka.claim_check)
+        && cfg.storage.path.is_empty()
+    {
         add("storage.path".into(), "must name a directory".into());
     }
     if cfg.storage.prefix.starts_with('/') || cfg.storage.prefix.ends_with('/') {

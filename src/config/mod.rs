@@ -386,6 +386,8 @@ impl Default for AnnotatorConfig {
 pub enum StorageKind {
     /// A local directory (`path`).
     File,
+    /// An S3 bucket (`bucket`, `region`, `endpoint`, …).
+    S3,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -396,6 +398,23 @@ pub struct StorageConfig {
     pub path: String,
     /// Key prefix under the root (no leading or trailing `/`).
     pub prefix: String,
+    /// `kind = "s3"`: the bucket.
+    pub bucket: String,
+    /// AWS region; empty: the default chain (`AWS_REGION`, profile, instance metadata).
+    pub region: String,
+    /// An S3-compatible endpoint instead of AWS's (e.g. `http://127.0.0.1:9000`).
+    pub endpoint: String,
+    /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible stores need.
+    pub force_path_style: bool,
+    /// Static credentials (use `${VAR}`); empty: the AWS default chain (env, profile, IMDSv2 role).
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Server-side encryption: `""` (the bucket's default), `"AES256"` or `"aws:kms"`.
+    pub sse: String,
+    /// With `sse = "aws:kms"`: the key id or ARN (empty: the account's default key).
+    pub kms_key_id: String,
+    /// Storage class of every object, e.g. `"STANDARD_IA"`; empty: the bucket's default.
+    pub storage_class: String,
 }
 
 impl Default for StorageConfig {
@@ -404,6 +423,15 @@ impl Default for StorageConfig {
             kind: StorageKind::File,
             path: "./framewire-out".into(),
             prefix: String::new(),
+            bucket: String::new(),
+            region: String::new(),
+            endpoint: String::new(),
+            force_path_style: false,
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            sse: String::new(),
+            kms_key_id: String::new(),
+            storage_class: String::new(),
         }
     }
 }

@@ -2,12 +2,12 @@
 //! batch complete. Keys are a pure function of the batch's identity (`keys`), so a redelivered batch
 //! overwrites the same objects: at-least-once delivery, effectively-once results. The ingest side
 //! uses the same store for claim-checked frames of batches too large for the bus (written by the
-//! batcher, read back by the consumer). Backends: a local directory (`file`); S3 arrives with the
-//! processing issue.
+//! batcher, read back by the consumer). Backends: a local directory (`file`) and S3 (`s3`).
 
 pub mod file;
 pub mod keys;
 pub mod results;
+pub mod s3;
 
 pub use file::FileStorage;
 
@@ -18,6 +18,7 @@ use std::sync::Arc;
 pub fn open(cfg: &StorageConfig) -> Arc<dyn ObjectStore> {
     match cfg.kind {
         StorageKind::File => Arc::new(FileStorage::new(&cfg.path)),
+        StorageKind::S3 => Arc::new(s3::S3Storage::new(cfg)),
     }
 }
 
@@ -28,6 +29,12 @@ pub enum StorageError {
         op: &'static str,
         key: String,
         source: std::io::Error,
+    },
+    #[error("{op} {key}: {message}")]
+    Remote {
+        op: &'static str,
+        key: String,
+        message: String,
     },
     #[error("{key}: no such object")]
     NotFound { key: String },

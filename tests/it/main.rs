@@ -15,6 +15,7 @@ mod panic;
 mod pipeline;
 mod reload;
 mod rtsp;
+mod s3;
 mod unit;
 mod validate;
 mod wire;

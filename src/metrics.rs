@@ -39,7 +39,19 @@ pub struct Metrics {
     pub in_flight_batches: IntGauge,
     pub committed_offset: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
+    pub consumer_paused: IntGauge,
+    pub consumer_assigned: IntGauge,
+    pub rebalances: IntCounterVec,
+    pub breaker_state: IntGaugeVec,
+    pub breaker_transitions: IntCounterVec,
     pub uptime: Gauge,
+}
+
+fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -287,6 +299,34 @@ impl Metrics {
                 "Next offset committed per bus partition.",
                 &["partition"],
             ),
+            consumer_paused: int_gauge(
+                &r,
+                "framewire_consumer_paused",
+                "1 while the consumer has paused its partitions because a downstream (inference, storage) is unhealthy.",
+            ),
+            consumer_assigned: int_gauge(
+                &r,
+                "framewire_consumer_assigned_partitions",
+                "Bus partitions currently assigned to this consumer group member.",
+            ),
+            rebalances: counter(
+                &r,
+                "framewire_consumer_rebalances_total",
+                "Partitions assigned to or revoked from this member by consumer group rebalances.",
+                &["kind"],
+            ),
+            breaker_state: gauge(
+                &r,
+                "framewire_inference_breaker_state",
+                "Circuit breaker before the inference service: 0 closed, 1 open (no requests; consumption paused), 2 half-open (one probe).",
+                &["protocol"],
+            ),
+            breaker_transitions: counter(
+                &r,
+                "framewire_inference_breaker_transitions_total",
+                "Circuit breaker state changes, by the state entered.",
+                &["protocol", "to"],
+            ),
             uptime,
             registry: r,
         };
@@ -319,6 +359,9 @@ impl Metrics {
             for outcome in ["ok", "transient", "permanent"] {
                 m.inference_requests.with_label_values(&[protocol, outcome]);
             }
+        }
+        for kind in ["assigned", "revoked"] {
+            m.rebalances.with_label_values(&[kind]);
         }
         for result in ["applied", "unchanged", "invalid"] {
             m.config_reloads.with_label_values(&[result]);

@@ -9,7 +9,17 @@
 //! A message that cannot be decoded, or a batch a stage rejects permanently, is logged with its
 //! partition/offset, counted, sent to the dead letters (`bus::DeadLetters`: `{topic}.dlq`, or
 //! `dead-letters/` in storage on the embedded bus; retried until stored), and only then committed
-//! past. Failure: if the bus consumer cannot be created, the actor stops and is restarted with
+//! past.
+//!
+//! While a downstream is unhealthy (`Downstream`: the inference breaker is open, or storage
+//! writes fail) and batches are in flight, the consumer pauses its partitions and keeps polling, so
+//! it stays in the group; the in-flight batches keep retrying and are the probes; it resumes when
+//! they get through. With nothing in flight it takes one message, which becomes the probe.
+//! Rebalances (cooperative-sticky): a revoked partition's in-flight batches are abandoned to its
+//! new owner — their watermark is forgotten, so nothing stale is committed, and the new owner
+//! redoes them from the committed offset under the same deterministic keys.
+//!
+//! Failure: if the bus consumer cannot be created, the actor stops and is restarted with
 //! backoff; a restart drops in-flight tasks and a fresh bus consumer resumes from the committed offsets.
 
 use super::annotator::{Annotate, AnnotatorActor};
@@ -40,11 +50,15 @@ pub struct ConsumerActor {
     stages: Stages,
     /// Where claim-checked frames are read from.
     claims: Arc<dyn ObjectStore>,
-    consumer: Option<Arc<Consumer>>,
-    dead: Option<DeadLetters>,
+    /// The group member and where its dead letters go; None until connected.
+    conn: Option<(Arc<Consumer>, DeadLetters)>,
+    paused: bool,
     /// Storage key prefix (dead letters of the embedded bus).
     prefix: String,
     marks: Watermarks,
+    /// Commits sent and not yet confirmed by the bus, per partition (re-sent until they are:
+    /// a commit can fail with a stale generation while the group rebalances).
+    unconfirmed: std::collections::BTreeMap<i32, i64>,
     fetching: bool,
     draining: bool,
     life: Life,
@@ -66,10 +80,11 @@ impl ConsumerActor {
             embedded,
             stages,
             claims,
-            consumer: None,
-            dead: None,
+            conn: None,
+            paused: false,
             prefix,
             marks: Watermarks::default(),
+            unconfirmed: Default::default(),
             fetching: false,
             draining: false,
             life,
@@ -90,9 +105,10 @@ impl ConsumerActor {
         });
         match made {
             Ok((c, dead)) => {
-                self.consumer = Some(Arc::new(c));
-                self.dead = Some(dead);
+                self.conn = Some((Arc::new(c), dead));
                 self.marks = Watermarks::default();
+                self.unconfirmed.clear();
+                self.paused = false;
                 self.life.running();
                 self.fetch(ctx);
             }
@@ -104,12 +120,26 @@ impl ConsumerActor {
     }
 
     fn fetch(&mut self, ctx: &mut Context<Self>) {
-        if self.fetching || self.draining || self.marks.in_flight() >= self.kafka.max_in_flight {
-            return;
-        }
-        let Some(consumer) = self.consumer.clone() else {
+        let Some((consumer, _)) = self.conn.clone() else {
             return;
         };
+        self.rebalanced(&consumer);
+        let unhealthy = self.life.shared.downstream.unhealthy();
+        self.pause(
+            &consumer,
+            !unhealthy.is_empty() && self.marks.in_flight() > 0,
+            &unhealthy,
+        );
+        if self.fetching || self.draining {
+            return;
+        }
+        if self.paused {
+            if !consumer.polls_while_paused() {
+                return;
+            }
+        } else if self.marks.in_flight() >= self.kafka.max_in_flight {
+            return;
+        }
         self.fetching = true;
         ctx.spawn(
             async move { consumer.recv().await }
@@ -138,6 +168,56 @@ impl ConsumerActor {
                     a.fetch(ctx);
                 }),
         );
+    }
+
+    /// Pauses or resumes the partitions when the wanted state changed.
+    fn pause(&mut self, consumer: &Consumer, pause: bool, why: &[&str]) {
+        if pause == self.paused {
+            return;
+        }
+        match consumer.set_paused(pause) {
+            Ok(()) => {
+                self.paused = pause;
+                self.life.shared.metrics.consumer_paused.set(pause as i64);
+                if pause {
+                    tracing::warn!(reason = why.join(", "), "consumption paused");
+                } else {
+                    tracing::info!("consumption resumed");
+                }
+            }
+            Err(e) => tracing::warn!(pause, "pausing/resuming the partitions failed: {e}"),
+        }
+    }
+
+    /// Applies rebalance changes: revoked partitions' watermarks are forgotten (their in-flight
+    /// batches belong to the new owner now), counts and gauges updated.
+    fn rebalanced(&mut self, consumer: &Consumer) {
+        let (revoked, assigned) = consumer.take_changes();
+        if revoked.is_empty() && assigned == 0 {
+            return;
+        }
+        let m = &self.life.shared.metrics;
+        for p in &revoked {
+            self.unconfirmed.remove(p);
+            let abandoned = self.marks.forget(*p);
+            let label = p.to_string();
+            let _ = m.consumer_lag.remove_label_values(&[&label]);
+            if abandoned > 0 {
+                tracing::info!(
+                    partition = p,
+                    abandoned,
+                    "partition revoked: its in-flight batches are left to the new owner"
+                );
+            }
+        }
+        m.rebalances
+            .with_label_values(&["revoked"])
+            .inc_by(revoked.len() as u64);
+        m.rebalances
+            .with_label_values(&["assigned"])
+            .inc_by(assigned as u64);
+        m.consumer_assigned.set(consumer.assigned().len() as i64);
+        m.in_flight_batches.set(self.marks.in_flight() as i64);
     }
 
     fn accept(&mut self, d: Delivery, ctx: &mut Context<Self>) {
@@ -201,7 +281,9 @@ impl ConsumerActor {
         ctx: &mut Context<Self>,
     ) {
         let (partition, offset) = (d.partition, d.offset);
-        let Some(dead) = self.dead.clone() else {
+        let Some((_, dead)) = self.conn.clone() else {
+            // Not connected: the message came from a member that is gone; its redelivery will
+            // be dead-lettered by the next one.
             return;
         };
         let shared = self.life.shared.clone();
@@ -235,26 +317,56 @@ impl ConsumerActor {
     }
 
     fn done(&mut self, partition: i32, offset: i64) {
-        if let Some(next) = self.marks.complete(partition, offset)
-            && let Some(c) = &self.consumer
-        {
-            match c.commit(partition, next) {
-                Ok(()) => self
-                    .life
-                    .shared
-                    .metrics
-                    .committed_offset
-                    .with_label_values(&[&partition.to_string()])
-                    .set(next),
-                // A later commit of this partition covers this one.
-                Err(e) => tracing::warn!(partition, next, "commit failed: {e}"),
-            }
+        let Some((c, _)) = self.conn.clone() else {
+            return;
+        };
+        self.rebalanced(&c);
+        if let Some(next) = self.marks.complete(partition, offset) {
+            self.unconfirmed.insert(partition, next);
+            self.commit(&c, partition, next);
         }
         self.life
             .shared
             .metrics
             .in_flight_batches
             .set(self.marks.in_flight() as i64);
+    }
+}
+
+impl ConsumerActor {
+    fn commit(&self, c: &Consumer, partition: i32, next: i64) {
+        match c.commit(partition, next) {
+            Ok(()) => self
+                .life
+                .shared
+                .metrics
+                .committed_offset
+                .with_label_values(&[&partition.to_string()])
+                .set(next),
+            // Still unconfirmed: `recommit` sends it again.
+            Err(e) => tracing::warn!(partition, next, "commit failed: {e}"),
+        }
+    }
+
+    /// Re-sends commits the bus has not confirmed (every 2 s), for partitions still assigned.
+    fn recommit(&mut self) {
+        let Some((c, _)) = self.conn.clone() else {
+            return;
+        };
+        self.rebalanced(&c);
+        let pending: Vec<(i32, i64)> = self.unconfirmed.iter().map(|(p, o)| (*p, *o)).collect();
+        for (p, next) in pending {
+            if c.commit_confirmed(p, next) {
+                self.unconfirmed.remove(&p);
+            } else {
+                tracing::debug!(
+                    partition = p,
+                    next,
+                    "commit not confirmed yet: sending again"
+                );
+                self.commit(&c, p, next);
+            }
+        }
     }
 }
 
@@ -341,7 +453,7 @@ impl Actor for ConsumerActor {
             Duration::from_secs(5)
         };
         ctx.run_interval(every, |a, _| {
-            let (Some(consumer), metrics) = (a.consumer.clone(), a.life.shared.metrics.clone())
+            let (Some((consumer, _)), metrics) = (a.conn.clone(), a.life.shared.metrics.clone())
             else {
                 return;
             };
@@ -361,9 +473,14 @@ impl Actor for ConsumerActor {
             });
         });
         ctx.run_interval(Duration::from_secs(1), |a, _| a.life.heartbeat());
+        // Pause/resume follows the downstreams' health; rebalances show up here when idle.
+        ctx.run_interval(Duration::from_millis(250), |a, ctx| a.fetch(ctx));
+        ctx.run_interval(Duration::from_secs(2), |a, _| a.recommit());
     }
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
-        self.consumer = None;
+        self.conn = None;
+        self.paused = false;
+        self.life.shared.metrics.consumer_paused.set(0);
         self.fetching = false;
         Running::Stop
     }

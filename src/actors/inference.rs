@@ -5,11 +5,15 @@
 //! pool). At most `inference.workers` batches at once, each bounded by `inference.timeout`. A
 //! timeout, an unreachable service or a 5xx is transient (the consumer retries with backoff); an
 //! undecodable frame, a 4xx, an unparseable answer or a panic is permanent for that batch. Requests
-//! are counted in `framewire_inference_requests_total{protocol,outcome}` and timed.
+//! are counted in `framewire_inference_requests_total{protocol,outcome}` and timed. Remote calls go
+//! through a circuit breaker (`inference::breaker`): while it is open no request is sent, calls wait
+//! for the half-open probe (the first call after the open period), and `Downstream` tells the
+//! consumer to pause.
 
 use super::{Life, PanicGuard, Retire, StageError};
 use crate::config::{InferenceConfig, InferenceProtocol};
 use crate::inference::Detection;
+use crate::inference::breaker::{Breaker, BreakerConfig, BreakerState};
 use crate::inference::client::RemoteClient;
 use crate::inference::motion::{MotionConfig, MotionDetector};
 use crate::storage::results::Model;
@@ -38,6 +42,8 @@ pub struct InferenceActor {
     cfg: InferenceConfig,
     backend: Result<Backend, String>,
     permits: Arc<Semaphore>,
+    /// Remote protocols only.
+    breaker: Option<Arc<Breaker>>,
     life: Life,
     _guard: PanicGuard,
 }
@@ -55,10 +61,29 @@ impl InferenceActor {
             _ => RemoteClient::new(&cfg).map(|c| Backend::Remote(Arc::new(c))),
         };
         let permits = Arc::new(Semaphore::new(cfg.workers));
+        let breaker = (cfg.protocol != InferenceProtocol::Builtin).then(|| {
+            Arc::new(Breaker::new(
+                BreakerConfig {
+                    failures: cfg.breaker_failures,
+                    open_for: cfg.breaker_open,
+                    max_open: cfg.breaker_open.max(std::time::Duration::from_secs(60)),
+                    probe_timeout: cfg.timeout * 2,
+                },
+                life.shared.clock.clone(),
+            ))
+        });
+        life.shared
+            .metrics
+            .breaker_state
+            .with_label_values(&[cfg.protocol.name()])
+            .set(0);
+        // A new actor (reload, rebuild) starts closed.
+        life.shared.downstream.set_inference_open(false);
         Self {
             cfg,
             backend,
             permits,
+            breaker,
             life,
             _guard: guard,
         }
@@ -92,13 +117,39 @@ impl Handler<Infer> for InferenceActor {
         let (backend, permits, timeout) =
             (self.backend.clone(), self.permits.clone(), self.cfg.timeout);
         let metrics = self.life.shared.metrics.clone();
+        let downstream = self.life.shared.downstream.clone();
+        let breaker = self.breaker.clone();
         let protocol = self.cfg.protocol.name();
         Box::pin(async move {
             let backend = backend.map_err(|e| StageError::permanent("inference", e))?;
+            // While the breaker is open, wait for its probe instead of sending (one warning
+            // when it opens, not one per batch).
+            let admission = match &breaker {
+                Some(b) => Some(loop {
+                    match b.admit() {
+                        Ok(a) => break a,
+                        Err(wait) => {
+                            tokio::time::sleep(wait.max(std::time::Duration::from_millis(50))).await
+                        }
+                    }
+                }),
+                None => None,
+            };
             let _permit = permits
                 .acquire_owned()
                 .await
                 .map_err(|_| StageError::transient("inference", "detector pool closed"))?;
+            if admission.is_some_and(|a| a.probe) {
+                metrics
+                    .breaker_state
+                    .with_label_values(&[protocol])
+                    .set(BreakerState::HalfOpen.gauge());
+                metrics
+                    .breaker_transitions
+                    .with_label_values(&[protocol, "half_open"])
+                    .inc();
+                tracing::info!(protocol, "inference circuit breaker half-open: one probe");
+            }
             let t = Instant::now();
             let batch = msg.0;
             let batch_id = batch.batch_id.clone();
@@ -144,6 +195,32 @@ impl Handler<Infer> for InferenceActor {
                 .inference_requests
                 .with_label_values(&[protocol, outcome])
                 .inc();
+            if let (Some(b), Some(a)) = (&breaker, admission)
+                && let Some(to) = b.record(a, outcome != "transient")
+            {
+                let name = match to {
+                    BreakerState::Closed => "closed",
+                    BreakerState::Open => "open",
+                    BreakerState::HalfOpen => "half_open",
+                };
+                metrics
+                    .breaker_state
+                    .with_label_values(&[protocol])
+                    .set(to.gauge());
+                metrics
+                    .breaker_transitions
+                    .with_label_values(&[protocol, name])
+                    .inc();
+                downstream.set_inference_open(to != BreakerState::Closed);
+                if to == BreakerState::Open {
+                    tracing::warn!(
+                        protocol,
+                        "inference circuit breaker open: pausing consumption"
+                    );
+                } else {
+                    tracing::info!(protocol, "inference circuit breaker {name}");
+                }
+            }
             metrics
                 .inference_duration
                 .with_label_values(&[protocol])

@@ -65,9 +65,17 @@ impl Handler<Store> for UploaderActor {
     fn handle(&mut self, msg: Store, _: &mut Context<Self>) -> Self::Result {
         let (store, prefix) = (self.store.clone(), self.prefix.clone());
         let metrics = self.life.shared.metrics.clone();
+        let downstream = self.life.shared.downstream.clone();
         Box::pin(async move {
             let t = Instant::now();
-            let key = super::blocking("store", move || write_batch(&*store, &prefix, msg)).await?;
+            let written =
+                super::blocking("store", move || write_batch(&*store, &prefix, msg)).await;
+            match &written {
+                Ok(_) => downstream.set_storage_failing(false),
+                Err(e) if !e.permanent => downstream.set_storage_failing(true),
+                Err(_) => {}
+            }
+            let key = written?;
             metrics
                 .stage_duration
                 .with_label_values(&["store"])
@@ -91,6 +99,7 @@ fn write_batch(
     let err = |e: crate::storage::StorageError| StageError::transient("store", e.to_string());
     let t = Instant::now();
     let mut frames = Vec::with_capacity(b.frames.len());
+    let mut objects = Vec::with_capacity(b.frames.len());
     for (i, f) in b.frames.iter().enumerate() {
         let key = keys::frame_key(prefix, &b.camera_id, first, &b.batch_id, f.seq);
         let jpeg = msg.annotated.get(i).ok_or_else(|| {
@@ -99,7 +108,7 @@ fn write_batch(
                 format!("batch {}: frame {i} was not annotated", b.batch_id),
             )
         })?;
-        store.put(&key, jpeg, "image/jpeg").map_err(err)?;
+        objects.push((key.clone(), jpeg.clone(), "image/jpeg"));
         frames.push(FrameResults {
             seq: f.seq,
             capture_time: results::rfc3339_micros(f.capture_time_us),
@@ -118,6 +127,9 @@ fn write_batch(
                 .collect(),
         });
     }
+    // Frames first (concurrently where the store can); the results object, last, marks the
+    // batch complete.
+    store.put_all(objects).map_err(err)?;
     msg.timings.store = t.elapsed().as_secs_f64() * 1e3;
     let doc = BatchResults {
         schema: results::SCHEMA.into(),

@@ -7,7 +7,10 @@ use crate::config::KafkaConfig;
 use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -126,10 +129,110 @@ impl KafkaProducer {
     }
 }
 
+/// What the consumer's rebalance callbacks (run inside `recv`, on the consumer's thread) leave for
+/// the consumer actor: partitions revoked since it last looked, the current assignment, and whether
+/// newly assigned partitions must start paused.
+#[derive(Default)]
+pub struct GroupState {
+    inner: parking_lot::Mutex<GroupInner>,
+}
+
+#[derive(Default)]
+struct GroupInner {
+    assigned: std::collections::BTreeSet<i32>,
+    revoked: Vec<i32>,
+    newly_assigned: usize,
+    paused: bool,
+    /// Highest offset the brokers confirmed committed, per partition (commit callback).
+    confirmed: std::collections::HashMap<i32, i64>,
+}
+
+impl GroupState {
+    /// Partitions revoked since the last call (their in-flight work is abandoned: the new owner
+    /// redoes it under the same keys), and how many were newly assigned.
+    pub fn take_changes(&self) -> (Vec<i32>, usize) {
+        let mut g = self.inner.lock();
+        (
+            std::mem::take(&mut g.revoked),
+            std::mem::take(&mut g.newly_assigned),
+        )
+    }
+    pub fn assigned(&self) -> Vec<i32> {
+        self.inner.lock().assigned.iter().copied().collect()
+    }
+    /// The highest commit of `partition` the brokers confirmed.
+    pub fn confirmed(&self, partition: i32) -> Option<i64> {
+        self.inner.lock().confirmed.get(&partition).copied()
+    }
+}
+
+pub struct GroupContext {
+    topic: String,
+    state: std::sync::Arc<GroupState>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut g = self.state.inner.lock();
+            for el in tpl.elements_for_topic(&self.topic) {
+                g.assigned.remove(&el.partition());
+                g.revoked.push(el.partition());
+            }
+            tracing::info!(revoked = ?tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions revoked");
+        }
+    }
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let paused = {
+                    let mut g = self.state.inner.lock();
+                    for el in tpl.elements_for_topic(&self.topic) {
+                        g.assigned.insert(el.partition());
+                        g.newly_assigned += 1;
+                    }
+                    g.paused
+                };
+                if paused && let Err(e) = consumer.pause(tpl) {
+                    tracing::warn!("pausing newly assigned partitions: {e}");
+                }
+                tracing::info!(assigned = ?tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions assigned");
+            }
+            Rebalance::Error(e) => tracing::warn!("rebalance failed: {e}"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+    /// Commits are asynchronous: record which ones the brokers confirmed, so the consumer
+    /// re-commits one that failed (e.g. with a stale generation during a rebalance).
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        let mut g = self.state.inner.lock();
+        for el in offsets.elements_for_topic(&self.topic) {
+            let error = el.error();
+            match (&result, &error, el.offset()) {
+                (Ok(()), Ok(()), Offset::Offset(o)) => {
+                    let c = g.confirmed.entry(el.partition()).or_insert(o);
+                    *c = (*c).max(o);
+                }
+                (Err(e), _, _) | (_, Err(e), _) => {
+                    tracing::debug!(partition = el.partition(), "commit not confirmed: {e}")
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 pub struct KafkaConsumer {
-    inner: StreamConsumer,
+    inner: StreamConsumer<GroupContext>,
     topic: String,
     secrets: Vec<String>,
+    pub group: std::sync::Arc<GroupState>,
 }
 
 impl KafkaConsumer {
@@ -146,7 +249,14 @@ impl KafkaConsumer {
         c.set("group.id", &cfg.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false");
-        let inner: StreamConsumer = c.create().map_err(|e| err(&secrets, e))?;
+        let group = std::sync::Arc::new(GroupState::default());
+        let context = GroupContext {
+            topic: cfg.topic.clone(),
+            state: group.clone(),
+        };
+        let inner: StreamConsumer<GroupContext> = c
+            .create_with_context(context)
+            .map_err(|e| err(&secrets, e))?;
         inner
             .subscribe(&[&cfg.topic])
             .map_err(|e| err(&secrets, e))?;
@@ -154,7 +264,22 @@ impl KafkaConsumer {
             inner,
             topic: cfg.topic.clone(),
             secrets,
+            group,
         })
+    }
+
+    /// Pauses (or resumes) fetching from every assigned partition; partitions assigned while paused
+    /// start paused. `recv` must still be polled: it serves rebalances and keeps the member in the
+    /// group (`max.poll.interval.ms`).
+    pub fn set_paused(&self, paused: bool) -> Result<(), BusError> {
+        self.group.inner.lock().paused = paused;
+        let assignment = self.inner.assignment().map_err(|e| err(&self.secrets, e))?;
+        if paused {
+            self.inner.pause(&assignment)
+        } else {
+            self.inner.resume(&assignment)
+        }
+        .map_err(|e| err(&self.secrets, e))
     }
 
     pub async fn recv(&self) -> Result<Delivery, BusError> {

@@ -81,6 +81,49 @@ impl Consumer {
         }
     }
 
+    /// Pauses or resumes taking messages while a downstream is unhealthy. Kafka pauses the
+    /// partitions (the caller keeps polling `recv`); the embedded bus needs nothing: the caller
+    /// just stops asking.
+    pub fn set_paused(&self, paused: bool) -> Result<(), BusError> {
+        match self {
+            Consumer::Embedded(_) => Ok(()),
+            Consumer::Kafka(c) => c.set_paused(paused),
+        }
+    }
+
+    /// Whether `recv` must keep being polled while paused (Kafka: rebalances and group liveness).
+    pub fn polls_while_paused(&self) -> bool {
+        matches!(self, Consumer::Kafka(_))
+    }
+
+    /// Rebalance changes since the last call: partitions revoked, and how many were assigned.
+    pub fn take_changes(&self) -> (Vec<i32>, usize) {
+        match self {
+            Consumer::Embedded(_) => (Vec::new(), 0),
+            Consumer::Kafka(c) => c.group.take_changes(),
+        }
+    }
+
+    /// Partitions assigned to this member (the embedded bus: all of them, reported as none).
+    pub fn assigned(&self) -> Vec<i32> {
+        match self {
+            Consumer::Embedded(_) => Vec::new(),
+            Consumer::Kafka(c) => c.group.assigned(),
+        }
+    }
+
+    /// Whether a commit of `next_offset` for `partition` is confirmed by the bus (the embedded
+    /// bus commits synchronously: always).
+    pub fn commit_confirmed(&self, partition: i32, next_offset: i64) -> bool {
+        match self {
+            Consumer::Embedded(_) => true,
+            Consumer::Kafka(c) => c
+                .group
+                .confirmed(partition)
+                .is_some_and(|o| o >= next_offset),
+        }
+    }
+
     /// Commits `next_offset` for `partition`: everything before it is durable downstream.
     pub fn commit(&self, partition: i32, next_offset: i64) -> Result<(), BusError> {
         match self {

@@ -35,6 +35,15 @@ impl Watermarks {
         next
     }
 
+    /// Forgets a partition revoked from this member: completions of its in-flight batches no longer
+    /// move (or commit) anything; the new owner starts from the committed offset.
+    pub fn forget(&mut self, partition: i32) -> usize {
+        self.partitions
+            .remove(&partition)
+            .map(|p| p.values().filter(|d| !**d).count())
+            .unwrap_or(0)
+    }
+
     /// Batches in flight over all partitions.
     pub fn in_flight(&self) -> usize {
         self.partitions
@@ -61,6 +70,25 @@ mod tests {
         assert_eq!(w.in_flight(), 1);
         assert_eq!(w.complete(0, 13), Some(14));
         assert_eq!(w.in_flight(), 0);
+    }
+
+    /// Ensures a forgotten (revoked) partition commits nothing for batches that finish later, and a
+    /// later assignment of it starts a fresh watermark.
+    #[test]
+    fn forgotten_partition_commits_nothing() {
+        let mut w = Watermarks::default();
+        w.begin(3, 40);
+        w.begin(3, 41);
+        assert_eq!(w.forget(3), 2);
+        assert_eq!(w.in_flight(), 0);
+        assert_eq!(w.complete(3, 40), None);
+        w.begin(3, 41);
+        assert_eq!(
+            w.complete(3, 40),
+            None,
+            "a stale completion does not move it"
+        );
+        assert_eq!(w.complete(3, 41), Some(42));
     }
 
     /// Ensures partitions are independent.

@@ -459,6 +459,12 @@ fn validate(cfg: &Config, role: Role) -> Vec<Problem> {
             ),
         }
     }
+    if inf.breaker_failures > 0 && inf.breaker_open.is_zero() {
+        add(
+            "inference.breaker_open".into(),
+            "must be above zero while breaker_failures is set".into(),
+        );
+    }
     if inf.max_batch == 0 {
         add("inference.max_batch".into(), "must be at least 1".into());
     }
@@ -504,6 +510,27 @@ fn validate(cfg: &Config, role: Role) -> Vec<Problem> {
             add(
                 "storage.kms_key_id".into(),
                 "is used only with sse = \"aws:kms\"".into(),
+            );
+        }
+        if st.part_size < 5 * 1024 * 1024 {
+            add(
+                "storage.part_size".into(),
+                format!(
+                    "{} bytes: S3 parts are at least 5 MiB (5242880)",
+                    st.part_size
+                ),
+            );
+        }
+        if st.multipart_threshold < st.part_size {
+            add(
+                "storage.multipart_threshold".into(),
+                "must be at least part_size".into(),
+            );
+        }
+        if !(1..=64).contains(&st.upload_concurrency) {
+            add(
+                "storage.upload_concurrency".into(),
+                format!("{} must be from 1 to 64", st.upload_concurrency),
             );
         }
         if st.access_key_id.is_empty() != st.secret_access_key.is_empty() {

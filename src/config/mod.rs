@@ -343,6 +343,13 @@ pub struct InferenceConfig {
     pub labels_file: String,
     /// Remote protocols: detections below this score are dropped.
     pub score_threshold: f32,
+    /// Remote protocols: transient failures in a row (timeouts, refused, 5xx) that open the
+    /// circuit breaker; 0 turns it off.
+    pub breaker_failures: u32,
+    /// Remote protocols: how long an open breaker waits before one half-open probe (doubled after a
+    /// failed probe, up to 60 s).
+    #[serde(with = "humantime_serde")]
+    pub breaker_open: Duration,
 }
 
 impl Default for InferenceConfig {
@@ -360,6 +367,8 @@ impl Default for InferenceConfig {
             output: crate::inference::oip::OUTPUT.into(),
             labels_file: String::new(),
             score_threshold: 0.0,
+            breaker_failures: 5,
+            breaker_open: Duration::from_secs(5),
         }
     }
 }
@@ -415,6 +424,12 @@ pub struct StorageConfig {
     pub kms_key_id: String,
     /// Storage class of every object, e.g. `"STANDARD_IA"`; empty: the bucket's default.
     pub storage_class: String,
+    /// S3: objects larger than this many bytes go up as multipart uploads.
+    pub multipart_threshold: usize,
+    /// S3: size of each multipart part in bytes (at least 5 MiB, S3's minimum).
+    pub part_size: usize,
+    /// S3: requests in flight at once when a batch's frames are written.
+    pub upload_concurrency: usize,
 }
 
 impl Default for StorageConfig {
@@ -432,6 +447,9 @@ impl Default for StorageConfig {
             sse: String::new(),
             kms_key_id: String::new(),
             storage_class: String::new(),
+            multipart_threshold: 16 * 1024 * 1024,
+            part_size: 8 * 1024 * 1024,
+            upload_concurrency: 8,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! of one batch. `optifye` (the Python prototype's API) and `oip` (Open Inference Protocol v2) are
 //! the remote protocols' wire shapes, both sides; `client` speaks them over HTTP.
 
+pub mod breaker;
 pub mod client;
 pub mod motion;
 pub mod oip;

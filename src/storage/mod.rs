@@ -46,6 +46,14 @@ pub enum StorageError {
 pub trait ObjectStore: Send + Sync + 'static {
     /// Stores `bytes` under `key`; when this returns Ok the object is durable and whole.
     fn put(&self, key: &str, bytes: &[u8], content_type: &str) -> Result<(), StorageError>;
+    /// Stores every object (key, bytes, content type); Ok once all are durable. Stores that can
+    /// write several at once do (S3: `upload_concurrency`); the order among them is not kept.
+    fn put_all(&self, objects: Vec<(String, Vec<u8>, &'static str)>) -> Result<(), StorageError> {
+        for (key, bytes, content_type) in &objects {
+            self.put(key, bytes, content_type)?;
+        }
+        Ok(())
+    }
     /// The whole object under `key`; `NotFound` when there is none.
     fn get(&self, key: &str) -> Result<Vec<u8>, StorageError>;
     /// Where this store lives, for logs and `/status` (never with credentials).

@@ -6,7 +6,9 @@
 //! The `ObjectStore` trait is blocking (callers run it on the blocking pool), the SDK is async: the
 //! store owns a small tokio runtime that runs the requests, and a blocking call waits for its
 //! request there. It lives as long as the process side; dropping it shuts the runtime down in the
-//! background. The SDK retries each request (standard mode); a failure that outlasts that is
+//! background. Objects above `multipart_threshold` go up as multipart uploads (`part_size` parts;
+//! a failed upload is aborted so no parts linger); a batch's frames are written concurrently, at
+//! most `upload_concurrency` requests at once (`put_all`). The SDK retries each request (standard mode); a failure that outlasts that is
 //! returned as `StorageError::Remote` naming the bucket and key, and the caller retries it with
 //! backoff (nothing is committed before it is durable). Credentials never appear in errors.
 
@@ -14,17 +16,143 @@ use super::{ObjectStore, StorageError};
 use crate::config::StorageConfig;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass,
+};
+use futures::StreamExt;
 use std::future::Future;
 
 pub struct S3Storage {
     client: aws_sdk_s3::Client,
     bucket: String,
+    target: Target,
+    concurrency: usize,
+    rt: Option<tokio::runtime::Runtime>,
+    shown: String,
+}
+
+/// Sets the configured encryption and storage class on a PutObject or CreateMultipartUpload
+/// request (the two builders share these setters but no trait).
+macro_rules! object_options {
+    ($req:expr, $t:expr) => {{
+        let mut r = $req;
+        if let Some(sse) = &$t.sse {
+            r = r.server_side_encryption(sse.clone());
+        }
+        if let Some(k) = &$t.kms_key_id {
+            r = r.ssekms_key_id(k);
+        }
+        if let Some(c) = &$t.storage_class {
+            r = r.storage_class(c.clone());
+        }
+        r
+    }};
+}
+
+/// Where and how objects are written; cloned into each request's task.
+#[derive(Clone)]
+struct Target {
+    client: aws_sdk_s3::Client,
+    bucket: String,
     sse: Option<ServerSideEncryption>,
     kms_key_id: Option<String>,
     storage_class: Option<StorageClass>,
-    rt: Option<tokio::runtime::Runtime>,
-    shown: String,
+    multipart_threshold: usize,
+    part_size: usize,
+}
+
+impl Target {
+    /// Writes one object: a single PutObject, or a multipart upload above the threshold. The
+    /// error is one line (`brief`).
+    async fn upload(self, key: String, bytes: Vec<u8>, content_type: String) -> Result<(), String> {
+        if bytes.len() > self.multipart_threshold {
+            return self.multipart(key, bytes, content_type).await;
+        }
+        let req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type(content_type)
+            .body(ByteStream::from(bytes));
+        object_options!(req, self)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| brief(&e))
+    }
+
+    async fn multipart(
+        &self,
+        key: String,
+        bytes: Vec<u8>,
+        content_type: String,
+    ) -> Result<(), String> {
+        let req = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type(content_type);
+        let made = object_options!(req, self)
+            .send()
+            .await
+            .map_err(|e| brief(&e))?;
+        let id = made
+            .upload_id()
+            .ok_or("CreateMultipartUpload answered without an upload id")?
+            .to_string();
+        let parts = async {
+            let mut done = Vec::new();
+            for (i, chunk) in bytes.chunks(self.part_size).enumerate() {
+                let n = i as i32 + 1;
+                let r = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .upload_id(&id)
+                    .part_number(n)
+                    .body(ByteStream::from(chunk.to_vec()))
+                    .send()
+                    .await
+                    .map_err(|e| format!("part {n}: {}", brief(&e)))?;
+                done.push(
+                    CompletedPart::builder()
+                        .part_number(n)
+                        .set_e_tag(r.e_tag().map(String::from))
+                        .build(),
+                );
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&key)
+                .upload_id(&id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(done))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| brief(&e))
+        }
+        .await;
+        if parts.is_err() {
+            // Best effort: a lingering upload only costs storage until a lifecycle rule clears it.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&key)
+                .upload_id(&id)
+                .send()
+                .await;
+        }
+        parts
+    }
 }
 
 /// What the server says about a stored object (for checks and tests).
@@ -33,6 +161,7 @@ pub struct ObjectInfo {
     pub size: i64,
     pub content_type: Option<String>,
     pub sse: Option<String>,
+    pub kms_key_id: Option<String>,
     pub storage_class: Option<String>,
 }
 
@@ -78,12 +207,19 @@ impl S3Storage {
             }
         );
         Self {
+            target: Target {
+                client: client.clone(),
+                bucket: cfg.bucket.clone(),
+                sse: (!cfg.sse.is_empty()).then(|| ServerSideEncryption::from(cfg.sse.as_str())),
+                kms_key_id: (!cfg.kms_key_id.is_empty()).then(|| cfg.kms_key_id.clone()),
+                storage_class: (!cfg.storage_class.is_empty())
+                    .then(|| StorageClass::from(cfg.storage_class.as_str())),
+                multipart_threshold: cfg.multipart_threshold,
+                part_size: cfg.part_size.max(5 * 1024 * 1024),
+            },
             client,
             bucket: cfg.bucket.clone(),
-            sse: (!cfg.sse.is_empty()).then(|| ServerSideEncryption::from(cfg.sse.as_str())),
-            kms_key_id: (!cfg.kms_key_id.is_empty()).then(|| cfg.kms_key_id.clone()),
-            storage_class: (!cfg.storage_class.is_empty())
-                .then(|| StorageClass::from(cfg.storage_class.as_str())),
+            concurrency: cfg.upload_concurrency.max(1),
             rt: Some(rt),
             shown,
         }
@@ -107,6 +243,7 @@ impl S3Storage {
             size: o.content_length().unwrap_or(-1),
             content_type: o.content_type().map(String::from),
             sse: o.server_side_encryption().map(|s| s.as_str().to_string()),
+            kms_key_id: o.ssekms_key_id().map(String::from),
             storage_class: o.storage_class().map(|s| s.as_str().to_string()),
         })
     }
@@ -171,25 +308,38 @@ fn wait<T: Send + 'static>(
 
 impl ObjectStore for S3Storage {
     fn put(&self, key: &str, bytes: &[u8], content_type: &str) -> Result<(), StorageError> {
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .body(ByteStream::from(bytes.to_vec()));
-        if let Some(sse) = &self.sse {
-            req = req.server_side_encryption(sse.clone());
+        let up =
+            self.target
+                .clone()
+                .upload(key.to_string(), bytes.to_vec(), content_type.to_string());
+        self.run(up).map_err(|e| self.remote("writing", key, e))
+    }
+
+    fn put_all(&self, objects: Vec<(String, Vec<u8>, &'static str)>) -> Result<(), StorageError> {
+        let uploads: Vec<_> = objects
+            .into_iter()
+            .map(|(key, bytes, content_type)| {
+                let t = self.target.clone();
+                async move {
+                    let r = t.upload(key.clone(), bytes, content_type.to_string()).await;
+                    (key, r)
+                }
+            })
+            .collect();
+        let n = self.concurrency;
+        let done = self.run(async move {
+            futures::stream::iter(uploads)
+                .buffer_unordered(n)
+                .collect::<Vec<_>>()
+                .await
+        });
+        let mut failed = done
+            .into_iter()
+            .filter_map(|(key, r)| r.err().map(|e| (key, e)));
+        match failed.next() {
+            None => Ok(()),
+            Some((key, e)) => Err(self.remote("writing", &key, e)),
         }
-        if let Some(k) = &self.kms_key_id {
-            req = req.ssekms_key_id(k);
-        }
-        if let Some(c) = &self.storage_class {
-            req = req.storage_class(c.clone());
-        }
-        self.run(async move { req.send().await })
-            .map(|_| ())
-            .map_err(|e| self.remote("writing", key, brief(&e)))
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {

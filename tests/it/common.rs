@@ -87,13 +87,35 @@ pub fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     v
 }
 
+/// Checks a results document against `docs/results.schema.json` (every test that reads results
+/// through `results` checks this).
+pub fn assert_results_schema(doc: &[u8], name: &str) {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let v = SCHEMA.get_or_init(|| {
+        let text = include_str!("../../docs/results.schema.json");
+        jsonschema::validator_for(&serde_json::from_str(text).expect("schema is JSON"))
+            .expect("schema compiles")
+    });
+    let doc: serde_json::Value =
+        serde_json::from_slice(doc).unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
+    let errors: Vec<String> = v
+        .iter_errors(&doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{name} does not match docs/results.schema.json: {errors:?}"
+    );
+}
+
 /// Every results document under `out/results`, sorted by camera then sequence.
 pub fn results(out: &Path) -> Vec<BatchResults> {
     let mut v: Vec<BatchResults> = files(&out.join("results"), "json")
         .iter()
         .map(|p| {
-            serde_json::from_slice(&std::fs::read(p).unwrap())
-                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            let bytes = std::fs::read(p).unwrap();
+            assert_results_schema(&bytes, &p.display().to_string());
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
         })
         .collect();
     v.sort_by(|a, b| {

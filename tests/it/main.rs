@@ -9,6 +9,7 @@ mod fleet;
 mod http;
 mod inference;
 mod kafka;
+mod noloss;
 mod notify;
 mod oversize;
 mod panic;

@@ -49,6 +49,52 @@ pub struct StatusRegistry {
     instances: AtomicU64,
     actors: Mutex<BTreeMap<String, ActorEntry>>,
     cameras: Mutex<BTreeMap<String, CameraEntry>>,
+    pub downstream: std::sync::Arc<Downstream>,
+}
+
+/// Whether the process side's downstreams can take work. While one is not, the consumer pauses its
+/// partitions (it keeps polling, so it stays in the group) and resumes when all are back; batches
+/// already in flight keep retrying and serve as probes.
+#[derive(Debug, Default)]
+pub struct Downstream {
+    inference_open: std::sync::atomic::AtomicBool,
+    storage_failing: std::sync::atomic::AtomicBool,
+    inference_unready: Mutex<Option<String>>,
+}
+
+impl Downstream {
+    pub fn set_inference_open(&self, open: bool) {
+        self.inference_open
+            .store(open, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn set_storage_failing(&self, failing: bool) {
+        self.storage_failing
+            .store(failing, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// Why the inference service is not ready (its health endpoints), or None when it is.
+    pub fn set_inference_unready(&self, why: Option<String>) {
+        *self.inference_unready.lock() = why;
+    }
+    /// Reasons for `/readyz`: unhealthy downstreams and an inference service that is not ready.
+    pub fn not_ready(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.unhealthy().into_iter().map(String::from).collect();
+        if let Some(why) = self.inference_unready.lock().clone() {
+            out.push(format!("inference service not ready: {why}"));
+        }
+        out
+    }
+    /// What is unhealthy now (empty: all healthy); these pause consumption.
+    pub fn unhealthy(&self) -> Vec<&'static str> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = Vec::new();
+        if self.inference_open.load(Relaxed) {
+            out.push("inference circuit open");
+        }
+        if self.storage_failing.load(Relaxed) {
+            out.push("storage failing");
+        }
+        out
+    }
 }
 
 /// Identifies an actor in the registry: `source/cam-1`, `consumer`.
@@ -67,6 +113,7 @@ impl StatusRegistry {
             instances: AtomicU64::new(0),
             actors: Mutex::new(BTreeMap::new()),
             cameras: Mutex::new(BTreeMap::new()),
+            downstream: Default::default(),
         }
     }
 
@@ -205,6 +252,9 @@ impl StatusRegistry {
         }
         if needs_process && self.state_of("consumer") != Some(ActorState::Running) {
             reasons.push("process side: consumer not connected to the bus".into());
+        }
+        if needs_process {
+            reasons.extend(self.downstream.not_ready());
         }
         for (k, e) in self.actors.lock().iter() {
             if e.state == ActorState::Backoff {

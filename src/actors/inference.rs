@@ -97,6 +97,25 @@ impl Actor for InferenceActor {
         let delay = self.life.starting();
         ctx.run_later(delay, |a, _| a.life.running());
         ctx.run_interval(std::time::Duration::from_secs(1), |a, _| a.life.heartbeat());
+        // A remote service's own health endpoints feed `/readyz` (checked now, then every 10 s).
+        if let Ok(Backend::Remote(client)) = &self.backend {
+            let (client, downstream) = (client.clone(), self.life.shared.downstream.clone());
+            let probe = move || {
+                let (c, d) = (client.clone(), downstream.clone());
+                actix::spawn(async move {
+                    let r = tokio::task::spawn_blocking(move || c.ready()).await;
+                    d.set_inference_unready(match r {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(e.to_string()),
+                        Err(e) => Some(format!("probe task: {e}")),
+                    });
+                });
+            };
+            probe();
+            ctx.run_interval(std::time::Duration::from_secs(10), move |_, _| probe());
+        } else {
+            self.life.shared.downstream.set_inference_unready(None);
+        }
     }
 }
 

@@ -38,39 +38,8 @@ pub struct Shared {
     pub status: Arc<StatusRegistry>,
     pub clock: SharedClock,
     pub opener: Arc<dyn SourceOpener>,
-    pub downstream: Arc<Downstream>,
-}
-
-/// Whether the process side's downstreams can take work. While one is not, the consumer pauses its
-/// partitions (it keeps polling, so it stays in the group) and resumes when all are back; batches
-/// already in flight keep retrying and serve as probes.
-#[derive(Debug, Default)]
-pub struct Downstream {
-    inference_open: std::sync::atomic::AtomicBool,
-    storage_failing: std::sync::atomic::AtomicBool,
-}
-
-impl Downstream {
-    pub fn set_inference_open(&self, open: bool) {
-        self.inference_open
-            .store(open, std::sync::atomic::Ordering::Relaxed);
-    }
-    pub fn set_storage_failing(&self, failing: bool) {
-        self.storage_failing
-            .store(failing, std::sync::atomic::Ordering::Relaxed);
-    }
-    /// What is unhealthy now (empty: all healthy).
-    pub fn unhealthy(&self) -> Vec<&'static str> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let mut out = Vec::new();
-        if self.inference_open.load(Relaxed) {
-            out.push("inference circuit open");
-        }
-        if self.storage_failing.load(Relaxed) {
-            out.push("storage failing");
-        }
-        out
-    }
+    /// The same as `status.downstream`.
+    pub downstream: Arc<crate::status::Downstream>,
 }
 
 /// A replaceable address: the root swaps the actor behind it (reload, or rebuild after a panic)

@@ -465,6 +465,24 @@ fn validate(cfg: &Config, role: Role) -> Vec<Problem> {
             "must be above zero while breaker_failures is set".into(),
         );
     }
+    if !inf.input_size.is_empty() && crate::config::parse_size(&inf.input_size).is_none() {
+        add(
+            "inference.input_size".into(),
+            format!("{:?}: expected \"WxH\", e.g. \"640x640\"", inf.input_size),
+        );
+    }
+    if inf.box_outputs.len() != 4 || inf.box_outputs.iter().any(String::is_empty) {
+        add(
+            "inference.box_outputs".into(),
+            "must name four outputs: boxes, scores, classes, num_detections".into(),
+        );
+    }
+    if !(0.0..1.0).contains(&inf.nms_iou) {
+        add(
+            "inference.nms_iou".into(),
+            format!("{} must be from 0 (off) to below 1", inf.nms_iou),
+        );
+    }
     if inf.max_batch == 0 {
         add("inference.max_batch".into(), "must be at least 1".into());
     }

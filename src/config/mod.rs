@@ -304,6 +304,13 @@ pub enum InferenceProtocol {
     OipV2,
 }
 
+/// Parses `"WxH"` (both above zero).
+pub fn parse_size(s: &str) -> Option<(u32, u32)> {
+    let (w, h) = s.split_once(['x', 'X'])?;
+    let (w, h) = (w.trim().parse().ok()?, h.trim().parse().ok()?);
+    (w > 0 && h > 0).then_some((w, h))
+}
+
 impl InferenceProtocol {
     /// The label used in metrics and results documents.
     pub fn name(self) -> &'static str {
@@ -313,6 +320,28 @@ impl InferenceProtocol {
             InferenceProtocol::OipV2 => "oip-v2",
         }
     }
+}
+
+/// `oip-v2`: how frames go to the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    /// BYTES `[N]`, one JPEG per element (the model decodes).
+    #[default]
+    Jpeg,
+    /// UINT8 `[N, H, W, 3]` RGB, resized to the model's input size.
+    Rgb,
+}
+
+/// `oip-v2`: how the model returns detections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// One FP32 `[N, K, 6]` tensor (`output`): x1, y1, x2, y2, score, class.
+    #[default]
+    Nk6,
+    /// `boxes` `[N, K, 4]`, `scores` `[N, K]`, `classes` `[N, K]`, `num_detections` `[N]`.
+    Boxes,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -336,8 +365,27 @@ pub struct InferenceConfig {
     pub model: String,
     /// `oip-v2`: send the JPEGs and receive the detections with the binary tensor extension.
     pub binary: bool,
+    /// `oip-v2`: name of the input tensor.
+    pub input: String,
+    /// `oip-v2`: JPEG bytes, or RGB `[N, H, W, 3]` resized to the model's input size.
+    pub input_format: InputFormat,
+    /// `oip-v2`, `input_format = "rgb"`: the model's input size as `"WxH"`; empty: read from the
+    /// model metadata (`[N, H, W, 3]`), else the frames' own size.
+    pub input_size: String,
+    /// `oip-v2`: the `[N, K, 6]` tensor, or the boxes/scores/classes/num_detections convention.
+    pub output_format: OutputFormat,
     /// `oip-v2`: name of the `[N, K, 6]` output (x1, y1, x2, y2, score, class).
     pub output: String,
+    /// `oip-v2`, `output_format = "boxes"`: names of the boxes, scores, classes and
+    /// num_detections outputs.
+    pub box_outputs: Vec<String>,
+    /// `oip-v2`, boxes convention: boxes are `[y1, x1, y2, x2]` (TensorFlow) not `[x1, y1, x2, y2]`.
+    pub boxes_yxyx: bool,
+    /// `oip-v2`, boxes convention: boxes are fractions (0–1) of the input size, not pixels.
+    pub boxes_normalized: bool,
+    /// Remote protocols: non-maximum suppression per class at this IoU, for models without their
+    /// own; 0 turns it off.
+    pub nms_iou: f32,
     /// `oip-v2`: class names, one per line (class index = line number from 0). Empty: the model
     /// metadata's `parameters.labels`, else the index itself.
     pub labels_file: String,
@@ -364,7 +412,18 @@ impl Default for InferenceConfig {
             max_batch: crate::inference::optifye::PROTOTYPE_MAX_BATCH,
             model: "motion".into(),
             binary: false,
+            input: crate::inference::oip::INPUT.into(),
+            input_format: InputFormat::Jpeg,
+            input_size: String::new(),
+            output_format: OutputFormat::Nk6,
             output: crate::inference::oip::OUTPUT.into(),
+            box_outputs: crate::inference::oip::BOX_OUTPUTS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            boxes_yxyx: false,
+            boxes_normalized: false,
+            nms_iou: 0.0,
             labels_file: String::new(),
             score_threshold: 0.0,
             breaker_failures: 5,

@@ -48,12 +48,22 @@ fn bad_request(s: &State, error: impl std::fmt::Display) -> HttpResponse {
 
 /// Runs the detector off the async threads; a detector error (undecodable JPEG, sizes that differ)
 /// is the client's fault.
-async fn detect(s: web::Data<State>, jpegs: Vec<Vec<u8>>) -> Result<Vec<Vec<Detection>>, String> {
+async fn detect(s: web::Data<State>, images: oip::Images) -> Result<Vec<Vec<Detection>>, String> {
     let st = s.clone();
-    let n = jpegs.len() as u64;
-    let dets = web::block(move || {
-        let refs: Vec<&[u8]> = jpegs.iter().map(Vec::as_slice).collect();
-        st.detector.detect_jpegs(&refs)
+    let n = images.len() as u64;
+    let dets = web::block(move || match images {
+        oip::Images::Jpegs(jpegs) => {
+            let refs: Vec<&[u8]> = jpegs.iter().map(Vec::as_slice).collect();
+            st.detector.detect_jpegs(&refs)
+        }
+        oip::Images::Rgb {
+            width,
+            height,
+            frames,
+        } => {
+            let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+            st.detector.detect_rgb(width, height, &refs)
+        }
     })
     .await
     .map_err(|e| format!("detector failed: {e}"))?
@@ -112,7 +122,7 @@ async fn infer(s: web::Data<State>, body: web::Bytes) -> HttpResponse {
         Err(e) => return bad_request(&s, e),
     };
     let t = Instant::now();
-    match detect(s.clone(), jpegs).await {
+    match detect(s.clone(), oip::Images::Jpegs(jpegs)).await {
         Ok(dets) => {
             HttpResponse::Ok().json(optifye::response(&req, &dets, t.elapsed().as_secs_f64()))
         }
@@ -153,8 +163,16 @@ async fn v2_model(name: web::Path<String>) -> HttpResponse {
         "name": MODEL,
         "versions": ["1"],
         "platform": "framewire-motion",
+        // Also accepted: `images` as UINT8 [N, H, W, 3] of any size; and the boxes outputs
+        // (boxes, scores, classes, num_detections) when a request names them.
         "inputs": [{"name": oip::INPUT, "datatype": "BYTES", "shape": [-1]}],
-        "outputs": [{"name": oip::OUTPUT, "datatype": "FP32", "shape": [-1, -1, 6]}],
+        "outputs": [
+            {"name": oip::OUTPUT, "datatype": "FP32", "shape": [-1, -1, 6]},
+            {"name": oip::BOX_OUTPUTS[0], "datatype": "FP32", "shape": [-1, -1, 4]},
+            {"name": oip::BOX_OUTPUTS[1], "datatype": "FP32", "shape": [-1, -1]},
+            {"name": oip::BOX_OUTPUTS[2], "datatype": "FP32", "shape": [-1, -1]},
+            {"name": oip::BOX_OUTPUTS[3], "datatype": "INT32", "shape": [-1]},
+        ],
         "parameters": {"labels": labels()},
     }))
 }
@@ -181,22 +199,29 @@ async fn v2_infer(
             None => return bad_request(&s, format!("{} is not a number", oip::HEADER_LENGTH)),
         },
     };
-    let (req, jpegs) = match oip::parse_request(&body, header_length) {
+    let (req, images) = match oip::parse_request(&body, header_length) {
         Ok(r) => r,
         Err(e) => return bad_request(&s, e),
     };
-    if jpegs.is_empty() {
+    if images.is_empty() {
         return bad_request(&s, format!("input {} has no elements", oip::INPUT));
     }
-    let dets = match detect(s.clone(), jpegs).await {
+    let dets = match detect(s.clone(), images).await {
         Ok(d) => d,
         Err(e) => return bad_request(&s, e),
     };
     let names = labels();
-    let (shape, rows) = oip::detection_rows(&dets, |l| {
-        names.iter().position(|n| *n == l).map_or(-1, |i| i as i64)
-    });
-    let body = oip::response(MODEL, &req, shape, &rows);
+    let class = |l: &str| names.iter().position(|n| *n == l).map_or(-1, |i| i as i64);
+    let boxes = req
+        .outputs
+        .iter()
+        .any(|o| oip::BOX_OUTPUTS.contains(&o.name.as_str()));
+    let body = if boxes {
+        oip::response_with(MODEL, &req, oip::box_outputs(&dets, class))
+    } else {
+        let (shape, rows) = oip::detection_rows(&dets, class);
+        oip::response(MODEL, &req, shape, &rows)
+    };
     let mut r = HttpResponse::Ok();
     match body.header_length {
         Some(n) => r

@@ -39,6 +39,8 @@ pub struct RemoteClient {
     cfg: InferenceConfig,
     /// `oip-v2` class names: from `labels_file`, else fetched with the model metadata.
     labels: Mutex<Option<Vec<String>>>,
+    /// `oip-v2` RGB input: the model's input size (width, height) from its metadata, if fixed.
+    model_size: Mutex<Option<(u32, u32)>>,
 }
 
 struct Answer {
@@ -68,6 +70,7 @@ impl RemoteClient {
             agent,
             cfg: cfg.clone(),
             labels: Mutex::new(labels),
+            model_size: Mutex::new(None),
         })
     }
 
@@ -92,15 +95,23 @@ impl RemoteClient {
                 let m = &self.cfg.model;
                 self.get(&format!("/v2/models/{m}/ready"))?;
                 let meta = self.get(&format!("/v2/models/{m}"))?;
+                let doc: serde_json::Value = serde_json::from_slice(&meta.bytes).map_err(|e| {
+                    ClientError::Permanent(format!("{}: model {m} metadata: {e}", self.shown))
+                })?;
+                // NHWC [N, H, W, 3] with a fixed height and width.
+                let size = doc["inputs"]
+                    .as_array()
+                    .and_then(|ins| ins.iter().find(|i| i["name"] == self.cfg.input.as_str()))
+                    .and_then(|i| i["shape"].as_array())
+                    .and_then(|d| match d.as_slice() {
+                        [_, h, w, c] if c.as_i64() == Some(3) => Some((w.as_i64()?, h.as_i64()?)),
+                        _ => None,
+                    })
+                    .filter(|(w, h)| *w > 0 && *h > 0)
+                    .map(|(w, h)| (w as u32, h as u32));
+                *self.model_size.lock() = size;
                 let mut labels = self.labels.lock();
                 if labels.is_none() {
-                    let doc: serde_json::Value =
-                        serde_json::from_slice(&meta.bytes).map_err(|e| {
-                            ClientError::Permanent(format!(
-                                "{}: model {m} metadata: {e}",
-                                self.shown
-                            ))
-                        })?;
                     *labels = Some(
                         doc["parameters"]["labels"]
                             .as_array()
@@ -139,6 +150,12 @@ impl RemoteClient {
             };
             out.extend(dets);
         }
+        if self.cfg.nms_iou > 0.0 {
+            out = out
+                .into_iter()
+                .map(|frame| crate::inference::postprocess::nms(frame, self.cfg.nms_iou))
+                .collect();
+        }
         Ok(out)
     }
 
@@ -171,11 +188,51 @@ impl RemoteClient {
         batch: &FrameBatch,
         part: &[crate::wire::v1::Frame],
     ) -> Result<Vec<Vec<Detection>>, ClientError> {
+        use crate::config::{InputFormat, OutputFormat};
+        use crate::inference::postprocess::{BoxLayout, to_frame};
         if self.labels.lock().is_none() {
             self.ready()?;
         }
+        let permanent = |e: String| {
+            ClientError::Permanent(format!(
+                "{}/v2/models/{}/infer, batch {}: {e}",
+                self.shown, self.cfg.model, batch.batch_id
+            ))
+        };
         let jpegs: Vec<&[u8]> = part.iter().map(|f| f.jpeg.as_slice()).collect();
-        let body = oip::request(&batch.batch_id, &jpegs, self.cfg.binary);
+        // Frame sizes (for scaling boxes back) and the size the model sees.
+        let (body, frame_sizes, input_size) = match self.cfg.input_format {
+            InputFormat::Jpeg => {
+                let sizes: Vec<(u32, u32)> = part.iter().map(|f| (f.width, f.height)).collect();
+                let first = sizes.first().copied().unwrap_or((0, 0));
+                let input = crate::inference::oip::Input::Jpegs(&jpegs);
+                let body = self.request(batch, input);
+                (body, sizes.clone(), first)
+            }
+            InputFormat::Rgb => {
+                let mut sizes = Vec::with_capacity(part.len());
+                let mut data = Vec::new();
+                let mut target =
+                    crate::config::parse_size(&self.cfg.input_size).or(*self.model_size.lock());
+                for (i, j) in jpegs.iter().enumerate() {
+                    let (w, h, rgb) = crate::media::jpeg::decode_rgb(j)
+                        .map_err(|e| permanent(format!("frame {i}: {e}")))?;
+                    let to = *target.get_or_insert((w, h));
+                    let resized = crate::media::jpeg::resize_rgb(w, h, &rgb, to)
+                        .map_err(|e| permanent(format!("frame {i}: {e}")))?;
+                    data.extend_from_slice(&resized);
+                    sizes.push((w, h));
+                }
+                let (width, height) = target.unwrap_or((0, 0));
+                let input = crate::inference::oip::Input::Rgb {
+                    width,
+                    height,
+                    data: &data,
+                };
+                let body = self.request(batch, input);
+                (body, sizes, (width, height))
+            }
+        };
         let path = format!("/v2/models/{}/infer", self.cfg.model);
         let content_type = if body.header_length.is_some() {
             "application/octet-stream"
@@ -184,20 +241,62 @@ impl RemoteClient {
         };
         let a = self.post(&path, content_type, body.header_length, &body.bytes)?;
         let labels = self.labels.lock().clone().unwrap_or_default();
-        oip::parse_detections(
-            &a.bytes,
-            a.header_length,
-            &self.cfg.output,
-            part.len(),
-            self.cfg.score_threshold,
-            &labels,
+        let dets = match self.cfg.output_format {
+            OutputFormat::Nk6 => oip::parse_detections(
+                &a.bytes,
+                a.header_length,
+                &self.cfg.output,
+                part.len(),
+                self.cfg.score_threshold,
+                &labels,
+            ),
+            OutputFormat::Boxes => oip::parse_boxes(
+                &a.bytes,
+                a.header_length,
+                &self.cfg.box_outputs,
+                part.len(),
+                BoxLayout {
+                    yxyx: self.cfg.boxes_yxyx,
+                    normalized: self.cfg.boxes_normalized,
+                },
+                input_size,
+                self.cfg.score_threshold,
+                &labels,
+            ),
+        }
+        .map_err(permanent)?;
+        // Boxes come in the pixels the model saw: back to each frame's.
+        let scale_from = |i: usize| match self.cfg.input_format {
+            InputFormat::Rgb => input_size,
+            InputFormat::Jpeg => frame_sizes[i],
+        };
+        Ok(dets
+            .into_iter()
+            .enumerate()
+            .map(|(i, frame)| {
+                frame
+                    .into_iter()
+                    .map(|d| to_frame(d, scale_from(i), frame_sizes[i]))
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// The OIP request for `input` with the configured outputs, JSON or binary.
+    fn request(&self, batch: &FrameBatch, input: oip::Input<'_>) -> oip::Body {
+        let outputs: Vec<&str> = match self.cfg.output_format {
+            crate::config::OutputFormat::Nk6 => vec![self.cfg.output.as_str()],
+            crate::config::OutputFormat::Boxes => {
+                self.cfg.box_outputs.iter().map(String::as_str).collect()
+            }
+        };
+        oip::request_with(
+            &batch.batch_id,
+            &self.cfg.input,
+            input,
+            self.cfg.binary,
+            &outputs,
         )
-        .map_err(|e| {
-            ClientError::Permanent(format!(
-                "{}{path}, batch {}: {e}",
-                self.shown, batch.batch_id
-            ))
-        })
     }
 
     fn get(&self, path: &str) -> Result<Answer, ClientError> {

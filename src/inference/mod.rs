@@ -9,6 +9,7 @@ pub mod client;
 pub mod motion;
 pub mod oip;
 pub mod optifye;
+pub mod postprocess;
 
 use serde::{Deserialize, Serialize};
 

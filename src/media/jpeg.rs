@@ -156,6 +156,31 @@ pub fn encode_rgb(width: u32, height: u32, rgb: &[u8], quality: u8) -> Result<Ve
     jpeg(width, height, rgb, quality)
 }
 
+/// Resizes RGB8 (row-major, stride `width * 3`) to `to` (bilinear, fast_image_resize); the same
+/// size returns a copy.
+pub fn resize_rgb(
+    width: u32,
+    height: u32,
+    rgb: &[u8],
+    to: (u32, u32),
+) -> Result<Vec<u8>, JpegError> {
+    check_rgb(width, height, rgb)?;
+    if (width, height) == to {
+        return Ok(rgb.to_vec());
+    }
+    let src = ImageRef::new(width, height, rgb, PixelType::U8x3)
+        .map_err(|e| JpegError::Input(e.to_string()))?;
+    let mut out = Image::new(to.0, to.1, PixelType::U8x3);
+    Resizer::new()
+        .resize(
+            &src,
+            &mut out,
+            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
+        )
+        .map_err(|e| JpegError::Encode(format!("resize {width}x{height}: {e}")))?;
+    Ok(out.into_vec())
+}
+
 /// Maps an `[x1, y1, x2, y2]` box from an image of size `from` to one of size `to`. A `from`
 /// with a zero dimension leaves that axis unscaled.
 pub fn scale_box(b: [f32; 4], from: (u32, u32), to: (u32, u32)) -> [f32; 4] {

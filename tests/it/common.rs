@@ -87,21 +87,28 @@ pub fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     v
 }
 
-/// Checks a results document against `docs/results.schema.json` (every test that reads results
-/// through `results` checks this).
-pub fn assert_results_schema(doc: &[u8], name: &str) {
+/// Why a results document does not match `docs/results.schema.json` (formats such as
+/// `date-time` checked too); empty when it does.
+pub fn results_schema_errors(doc: &serde_json::Value) -> Vec<String> {
     static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
     let v = SCHEMA.get_or_init(|| {
         let text = include_str!("../../docs/results.schema.json");
-        jsonschema::validator_for(&serde_json::from_str(text).expect("schema is JSON"))
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&serde_json::from_str(text).expect("schema is JSON"))
             .expect("schema compiles")
     });
+    v.iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
+/// Checks a results document against the schema (every test that reads results through
+/// `results` checks this).
+pub fn assert_results_schema(doc: &[u8], name: &str) {
     let doc: serde_json::Value =
         serde_json::from_slice(doc).unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
-    let errors: Vec<String> = v
-        .iter_errors(&doc)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
+    let errors = results_schema_errors(&doc);
     assert!(
         errors.is_empty(),
         "{name} does not match docs/results.schema.json: {errors:?}"

@@ -25,8 +25,11 @@ pub struct Served {
 
 impl Served {
     pub fn start() -> Self {
+        Self::start_on("127.0.0.1:0")
+    }
+    pub fn start_on(listen: &str) -> Self {
         let mut child = Command::new(bin())
-            .args(["serve-inference", "--listen", "127.0.0.1:0"])
+            .args(["serve-inference", "--listen", listen])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -160,6 +163,71 @@ fn remote_protocols_agree_with_builtin() {
     let stats: Value = serde_json::from_str(&stats).unwrap();
     assert_eq!(stats["batches_processed"], 3 + 3);
     assert_eq!(stats["frames_processed"], 25 * 4);
+}
+
+/// Ensures the `oip-v2` client's other conventions against `serve-inference`: RGB UINT8
+/// `[N, H, W, 3]` input with the boxes/scores/classes/num_detections outputs gives exactly the
+/// in-process detections (binary and JSON agree); resized to a smaller model input, the boxes come
+/// back scaled to frame pixels, each near the full-size one.
+#[test]
+fn oip_rgb_input_and_box_outputs() {
+    use framewire::config::{InputFormat, OutputFormat};
+    let served = Served::start();
+    let b = batch();
+    let jpegs: Vec<&[u8]> = b.frames.iter().map(|f| f.jpeg.as_slice()).collect();
+    let expected = MotionDetector::new(MotionConfig::default())
+        .detect_jpegs(&jpegs)
+        .unwrap();
+    let rgb = |binary: bool, size: &str| {
+        RemoteClient::new(&InferenceConfig {
+            protocol: InferenceProtocol::OipV2,
+            url: served.url(),
+            binary,
+            input_format: InputFormat::Rgb,
+            input_size: size.into(),
+            output_format: OutputFormat::Boxes,
+            timeout: Duration::from_secs(30),
+            ..InferenceConfig::default()
+        })
+        .unwrap()
+    };
+    assert_eq!(
+        rgb(true, "").infer(&b).unwrap(),
+        expected,
+        "full-size RGB, binary"
+    );
+
+    // Half size: JSON (25 × 320×240×3 numbers) and binary agree, boxes are in frame pixels.
+    let half = rgb(true, "320x240").infer(&b).unwrap();
+    let mut small = b.clone();
+    small.frames.truncate(5);
+    assert_eq!(
+        rgb(false, "320x240").infer(&small).unwrap(),
+        rgb(true, "320x240").infer(&small).unwrap(),
+        "JSON and binary RGB agree"
+    );
+    let (mut matched, mut total) = (0, 0);
+    for (want, got) in expected.iter().zip(&half) {
+        for w in want {
+            total += 1;
+            let best = got
+                .iter()
+                .filter(|g| g.label == w.label)
+                .map(|g| framewire::inference::postprocess::iou(&w.bbox, &g.bbox))
+                .fold(0.0f32, f32::max);
+            matched += usize::from(best > 0.7);
+        }
+        for g in got {
+            assert!(
+                g.bbox[2] <= 640.0 && g.bbox[3] <= 480.0 && g.bbox[2] > g.bbox[0],
+                "{g:?} in frame pixels"
+            );
+        }
+    }
+    assert!(
+        matched * 10 >= total * 9,
+        "{matched} of {total} boxes found again at half size (IoU > 0.7)"
+    );
 }
 
 /// Ensures `serve-inference` answers the prototype's own request (its whole Kafka batch JSON) and
@@ -487,4 +555,35 @@ fn pipeline_through_serve_inference() {
         );
         assert!(ok >= 4.0, "{name}: {ok} ok requests counted");
     }
+}
+
+/// Ensures `/readyz` says the inference service is not ready while its health endpoint does not
+/// answer (naming it), and turns ready once the service is up; the batches held meanwhile are
+/// stored.
+#[test]
+fn readyz_follows_the_inference_service() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut cfg = config(dir.path(), vec![camera("cam-1", 1, (320, 240), 10.0)], 10);
+    cfg.inference.protocol = InferenceProtocol::OipV2;
+    cfg.inference.url = format!("http://127.0.0.1:{port}");
+    cfg.inference.timeout = Duration::from_secs(1);
+    let d = daemon::start(Options::new(cfg)).expect("daemon starts");
+    wait_until(
+        "/readyz names the inference service",
+        Duration::from_secs(20),
+        || {
+            let (code, body) = get(d.http, "/readyz");
+            code == 503 && body.contains("inference service not ready")
+        },
+    );
+    let _served = Served::start_on(&format!("127.0.0.1:{port}"));
+    wait_until("/readyz ready", Duration::from_secs(30), || {
+        get(d.http, "/readyz").0 == 200
+    });
+    wait_until("batches stored", Duration::from_secs(30), || {
+        results(&out).len() >= 2
+    });
+    assert!(d.shutdown());
 }

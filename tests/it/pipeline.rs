@@ -209,3 +209,50 @@ fn storage_outage_holds_commits_and_loses_nothing() {
     let seqs: Vec<u64> = docs.iter().map(|r| r.sequence).collect();
     assert_eq!(seqs, (0..produced).collect::<Vec<_>>());
 }
+
+/// Ensures the schema check used on every stored results document can fail: a valid document
+/// passes, and each of a missing field, an unknown field, a wrong schema name, a confidence above
+/// 1 and a non-RFC 3339 time is refused.
+#[test]
+fn results_schema_refuses_wrong_documents() {
+    let valid = serde_json::json!({
+        "schema": "framewire.results.v1",
+        "camera": "cam-1",
+        "batch_id": "cam-1-20261201T000000.000000Z-000004",
+        "sequence": 4,
+        "source_type": "synthetic",
+        "model": {"protocol": "builtin", "name": "motion"},
+        "frames": [{
+            "seq": 7,
+            "capture_time": "2026-12-01T00:00:00.000000Z",
+            "width": 640,
+            "height": 480,
+            "annotated_key": "frames/camera=cam-1/x/000007.jpg",
+            "detections": [{"label": "red", "confidence": 0.9, "bbox": [1.0, 2.0, 30.0, 40.0]}]
+        }],
+        "timings_ms": {"inference": 1.0, "annotate": 2.0, "store": 3.0}
+    });
+    let check = |doc: &serde_json::Value| results_schema_errors(doc).is_empty();
+    assert!(check(&valid), "the valid document passes");
+    let wrong: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        (
+            "missing frames",
+            Box::new(|d| drop(d.as_object_mut().unwrap().remove("frames"))),
+        ),
+        ("unknown field", Box::new(|d| d["extra"] = 1.into())),
+        ("schema name", Box::new(|d| d["schema"] = "other".into())),
+        (
+            "confidence",
+            Box::new(|d| d["frames"][0]["detections"][0]["confidence"] = 1.5.into()),
+        ),
+        (
+            "capture time",
+            Box::new(|d| d["frames"][0]["capture_time"] = "yesterday".into()),
+        ),
+    ];
+    for (what, change) in wrong {
+        let mut doc = valid.clone();
+        change(&mut doc);
+        assert!(!check(&doc), "{what}: refused");
+    }
+}

@@ -6,6 +6,7 @@
 //! supervised shells over it; `http` serves health, readiness, metrics and status.
 
 pub mod actors;
+pub mod bench;
 pub mod bus;
 pub mod clock;
 pub mod config;

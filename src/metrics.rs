@@ -88,9 +88,9 @@ impl Metrics {
         let stage_buckets = vec![
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ];
-        let latency_buckets = vec![
-            0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0,
-        ];
+        // 0.1 s steps to 3 s (a batch window plus processing), then coarser.
+        let mut latency_buckets: Vec<f64> = (1..=30).map(|i| f64::from(i) / 10.0).collect();
+        latency_buckets.extend([4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0]);
         let build_info = gauge(
             &r,
             "framewire_build_info",
@@ -430,13 +430,17 @@ pub fn total(v: &IntCounterVec) -> u64 {
         .sum()
 }
 
-/// Approximate (p50, p99) over all label values of a histogram, from bucket bounds.
-pub fn quantiles(h: &HistogramVec) -> (f64, f64) {
+/// Cumulative buckets `(upper bound, count)` over all label values of a histogram, ending with
+/// `(+Inf, sample count)`.
+pub fn buckets(h: &HistogramVec) -> Vec<(f64, u64)> {
     use prometheus::core::Collector;
     let mut merged: Vec<(f64, u64)> = Vec::new();
+    let mut count = 0;
     for fam in h.collect() {
         for m in fam.get_metric() {
-            for (i, b) in m.get_histogram().get_bucket().iter().enumerate() {
+            let hist = m.get_histogram();
+            count += hist.get_sample_count();
+            for (i, b) in hist.get_bucket().iter().enumerate() {
                 if merged.len() <= i {
                     merged.push((b.upper_bound(), 0));
                 }
@@ -444,17 +448,55 @@ pub fn quantiles(h: &HistogramVec) -> (f64, f64) {
             }
         }
     }
-    let total = merged.last().map(|b| b.1).unwrap_or(0);
-    let q = |p: f64| {
-        if total == 0 {
-            return 0.0;
+    merged.push((f64::INFINITY, count));
+    merged
+}
+
+/// The `p` quantile of cumulative buckets, interpolated linearly within the bucket it falls in
+/// (as Prometheus' `histogram_quantile`); 0 without samples, the highest finite bound when it
+/// falls in +Inf.
+pub fn quantile(buckets: &[(f64, u64)], p: f64) -> f64 {
+    let total = buckets.last().map(|b| b.1).unwrap_or(0);
+    if total == 0 {
+        return 0.0;
+    }
+    let want = p * total as f64;
+    let mut lower = (0.0, 0u64);
+    for &(bound, count) in buckets {
+        if count as f64 >= want {
+            if bound.is_infinite() {
+                return lower.0;
+            }
+            let inside = (count - lower.1) as f64;
+            let frac = if inside == 0.0 {
+                1.0
+            } else {
+                (want - lower.1 as f64) / inside
+            };
+            return lower.0 + (bound - lower.0) * frac;
         }
-        let want = (p * total as f64).ceil() as u64;
-        merged
-            .iter()
-            .find(|b| b.1 >= want)
-            .map(|b| b.0)
-            .unwrap_or(f64::INFINITY)
-    };
-    (q(0.5), q(0.99))
+        lower = (bound, count);
+    }
+    lower.0
+}
+
+/// Approximate (p50, p99) over all label values of a histogram.
+pub fn quantiles(h: &HistogramVec) -> (f64, f64) {
+    let b = buckets(h);
+    (quantile(&b, 0.5), quantile(&b, 0.99))
+}
+
+#[cfg(test)]
+mod quantile_tests {
+    use super::*;
+
+    /// Ensures quantiles interpolate within a bucket and handle empty and +Inf cases.
+    #[test]
+    fn quantile_interpolates() {
+        let b = vec![(0.1, 10), (0.2, 30), (f64::INFINITY, 40)];
+        assert!((quantile(&b, 0.5) - 0.15).abs() < 1e-9);
+        assert!((quantile(&b, 0.25) - 0.1).abs() < 1e-9);
+        assert_eq!(quantile(&b, 0.99), 0.2);
+        assert_eq!(quantile(&[(f64::INFINITY, 0)], 0.5), 0.0);
+    }
 }

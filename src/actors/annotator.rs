@@ -1,6 +1,7 @@
 //! `AnnotatorActor`: draws each frame's detections (class-coloured boxes, `label confidence` text)
 //! and re-encodes the frames as JPEG. Receives `Annotate` from the consumer's batch tasks; the
-//! drawing runs on tokio's blocking pool, at most `annotator.workers` batches at once. An
+//! drawing runs on tokio's blocking pool, at most `annotator.workers` batches at once. A frame with
+//! no detections is stored as received (nothing to draw, so no decode and re-encode). An
 //! undecodable frame or a panic is a permanent error for that batch.
 
 use super::inference::Detections;
@@ -95,6 +96,11 @@ impl Handler<Annotate> for AnnotatorActor {
                     .enumerate()
                     .map(|(i, f)| {
                         let dets = detections.get(i).map(Vec::as_slice).unwrap_or(&[]);
+                        if dets.is_empty() {
+                            // Nothing to draw: the frame as received is its annotated image
+                            // (no decode, no second JPEG generation).
+                            return Ok(f.jpeg.clone());
+                        }
                         annotator
                             .annotate_jpeg(&f.jpeg, dets, quality)
                             .map_err(|e| {

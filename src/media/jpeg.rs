@@ -1,8 +1,11 @@
 //! JPEG: decoded frames in, resized JPEG bytes out; and JPEG bytes back to RGB for later stages.
 //!
-//! It owns [`FrameEncoder`] (YUV→RGB, fast_image_resize convolution to the configured output
-//! size, jpeg-encoder at 4:2:0), which the frame sampler keeps per camera so its resizer and
-//! scratch buffers are reused between frames; [`decode_rgb`] (zune-jpeg) for the annotator and
+//! It owns [`FrameEncoder`], which the frame sampler keeps per camera so its resizer and scratch
+//! buffers are reused between frames. Decoded frames never go through RGB: the I420 planes are
+//! resized each on its own (fast_image_resize convolution, one byte per sample), expanded from
+//! video range to JPEG's full range by table, interleaved at the output size and handed to
+//! jpeg-encoder as YCbCr (4:2:0), so the full-size YUV→RGB conversion and the encoder's
+//! RGB→YCbCr conversion are both gone; [`decode_rgb`] (zune-jpeg) for the annotator and
 //! detectors; [`encode_rgb`] for re-encoding annotated frames; and [`scale_box`] to map ground
 //! truth from camera to output coordinates. Every failure is a [`JpegError`], never a panic:
 //! bad settings at construction, mismatched buffers or corrupt JPEG bytes at call time.
@@ -47,10 +50,30 @@ pub struct FrameEncoder {
     quality: u8,
     resizer: Resizer,
     options: ResizeOptions,
-    /// Full-size RGB of the last YUV frame.
-    rgb: Vec<u8>,
-    /// Resized RGB at the output size.
+    /// Resized RGB at the output size (`encode_rgb`).
     resized: Image<'static>,
+    /// Resized Y, Cb, Cr planes at the output size (`encode`).
+    planes: [Image<'static>; 3],
+    /// Interleaved full-range YCbCr at the output size.
+    ycbcr: Vec<u8>,
+    /// Video range → full range: luma 16..235, chroma 16..240 → 0..255.
+    luma: [u8; 256],
+    chroma: [u8; 256],
+}
+
+/// BT.601 video range to JFIF full range, rounded and clamped: `(v - offset) · 255 / span + centre`.
+fn range_table(offset: i32, span: i32, centre: i32) -> [u8; 256] {
+    let mut t = [0u8; 256];
+    for (v, out) in t.iter_mut().enumerate() {
+        let x = (v as i32 - offset) * 255 * 2;
+        let scaled = if x >= 0 {
+            (x + span) / (2 * span)
+        } else {
+            (x - span) / (2 * span)
+        };
+        *out = (scaled + centre).clamp(0, 255) as u8;
+    }
+    t
 }
 
 impl FrameEncoder {
@@ -71,8 +94,15 @@ impl FrameEncoder {
             quality,
             resizer: Resizer::new(),
             options: ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
-            rgb: Vec::new(),
             resized: Image::new(out_width, out_height, PixelType::U8x3),
+            planes: [
+                Image::new(out_width, out_height, PixelType::U8),
+                Image::new(out_width / 2, out_height / 2, PixelType::U8),
+                Image::new(out_width / 2, out_height / 2, PixelType::U8),
+            ],
+            ycbcr: Vec::new(),
+            luma: range_table(16, 219, 0),
+            chroma: range_table(128, 224, 128),
         })
     }
 
@@ -81,8 +111,8 @@ impl FrameEncoder {
         (self.out_width, self.out_height)
     }
 
-    /// Converts `frame` to RGB, resizes it to the output size (skipped when sizes match) and
-    /// encodes a 4:2:0 JPEG.
+    /// Resizes `frame`'s planes to the output size (skipped when sizes match) and encodes a 4:2:0
+    /// JPEG, without an RGB round trip.
     pub fn encode(&mut self, frame: &YuvFrame) -> Result<Vec<u8>, JpegError> {
         if !frame.is_consistent() {
             return Err(JpegError::Input(format!(
@@ -94,11 +124,46 @@ impl FrameEncoder {
                 frame.height
             )));
         }
-        let mut rgb = std::mem::take(&mut self.rgb);
-        frame.write_rgb8(&mut rgb);
-        let result = self.encode_rgb(frame.width, frame.height, &rgb);
-        self.rgb = rgb;
-        result
+        let (ow, oh) = (self.out_width as usize, self.out_height as usize);
+        let (cw, ch) = frame.chroma_size();
+        let sizes = [
+            (frame.width, frame.height, &frame.y),
+            (cw as u32, ch as u32, &frame.u),
+            (cw as u32, ch as u32, &frame.v),
+        ];
+        let mut resized: [&[u8]; 3] = [&[], &[], &[]];
+        for (i, ((w, h, src), dst)) in sizes.into_iter().zip(self.planes.iter_mut()).enumerate() {
+            resized[i] = if (w, h) == (dst.width(), dst.height()) {
+                src.as_slice()
+            } else {
+                let from = ImageRef::new(w, h, src, PixelType::U8)
+                    .map_err(|e| JpegError::Input(e.to_string()))?;
+                self.resizer
+                    .resize(&from, dst, &self.options)
+                    .map_err(|e| JpegError::Encode(format!("resize plane {i} {w}x{h}: {e}")))?;
+                dst.buffer()
+            };
+        }
+        let [y, u, v] = resized;
+        let ocw = ow / 2;
+        self.ycbcr.clear();
+        self.ycbcr.resize(ow * oh * 3, 0);
+        for (row, line) in self.ycbcr.chunks_exact_mut(ow * 3).enumerate() {
+            let (ys, cs) = (&y[row * ow..(row + 1) * ow], (row / 2) * ocw);
+            let (us, vs) = (&u[cs..cs + ocw], &v[cs..cs + ocw]);
+            for (col, px) in line.chunks_exact_mut(3).enumerate() {
+                px[0] = self.luma[ys[col] as usize];
+                px[1] = self.chroma[us[col / 2] as usize];
+                px[2] = self.chroma[vs[col / 2] as usize];
+            }
+        }
+        encode_as(
+            self.out_width,
+            self.out_height,
+            &self.ycbcr,
+            self.quality,
+            ColorType::Ycbcr,
+        )
     }
 
     /// Resizes RGB8 (row-major, stride `width * 3`) to the output size and encodes it.
@@ -217,6 +282,17 @@ fn check_rgb(width: u32, height: u32, rgb: &[u8]) -> Result<(), JpegError> {
 
 /// Encodes validated RGB8; sizes are already known to fit in `u16`.
 fn jpeg(width: u32, height: u32, rgb: &[u8], quality: u8) -> Result<Vec<u8>, JpegError> {
+    encode_as(width, height, rgb, quality, ColorType::Rgb)
+}
+
+/// Encodes three interleaved bytes per pixel (`color`: RGB or full-range YCbCr) at 4:2:0.
+fn encode_as(
+    width: u32,
+    height: u32,
+    rgb: &[u8],
+    quality: u8,
+    color: ColorType,
+) -> Result<Vec<u8>, JpegError> {
     let (Ok(w), Ok(h)) = (u16::try_from(width), u16::try_from(height)) else {
         return Err(JpegError::Input(format!(
             "size {width}x{height} too large for JPEG"
@@ -226,7 +302,7 @@ fn jpeg(width: u32, height: u32, rgb: &[u8], quality: u8) -> Result<Vec<u8>, Jpe
     let mut encoder = Encoder::new(&mut out, quality);
     encoder.set_sampling_factor(SamplingFactor::R_4_2_0);
     encoder
-        .encode(rgb, w, h, ColorType::Rgb)
+        .encode(rgb, w, h, color)
         .map_err(|e| JpegError::Encode(e.to_string()))?;
     Ok(out)
 }
@@ -322,6 +398,28 @@ mod tests {
             hi.len(),
             lo.len()
         );
+    }
+
+    /// The YUV path with a resize (planes resized on their own, no RGB round trip) stays close to
+    /// converting to RGB first and resizing that, and video-range black, white and grey map to
+    /// full range.
+    #[test]
+    fn yuv_frame_resized_without_rgb() {
+        let mut enc = encoder(320, 240, 90);
+        for index in [0u64, 17] {
+            let src = scene_rgb(640, 480, index);
+            let yuv = YuvFrame::from_rgb8(640, 480, &src);
+            let jpg = enc.encode(&yuv).unwrap_or_else(|e| panic!("{e}"));
+            let (w, h, rgb) = decode_rgb(&jpg).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!((w, h), (320, 240));
+            let reference = resized(640, 480, &yuv.to_rgb8(), 320, 240);
+            let p = psnr(&rgb, &reference);
+            assert!(p > 30.0, "frame {index}: PSNR {p:.1} dB");
+        }
+        let (luma, chroma) = (range_table(16, 219, 0), range_table(128, 224, 128));
+        assert_eq!((luma[16], luma[235], luma[0], luma[255]), (0, 255, 0, 255));
+        assert_eq!((chroma[16], chroma[128], chroma[240]), (0, 128, 255));
+        assert_eq!(luma[126], 128);
     }
 
     /// Bad settings and mismatched buffers are errors, not panics.

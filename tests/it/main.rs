@@ -2,6 +2,7 @@
 //! drives real parts: the daemon's actors, its HTTP server, librdkafka's mock cluster, the real
 //! binary under signals and a systemd notify socket.
 
+mod bench;
 mod common;
 mod dlq;
 mod file;

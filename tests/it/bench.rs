@@ -1,0 +1,76 @@
+//! `framewire bench` (W1) keeps its contract: the last line on stdout is one JSON object with
+//! `fps`, `dropped`, `p50_ms`, `p99_ms` and `rss_mb` (operators and checks parse it), over the
+//! embedded bus with files and over the mock cluster with s3s-fs. Figures are not judged here
+//! (speed is measured by running the bench, never asserted in a test).
+
+use crate::common::*;
+use std::process::Command;
+
+fn bench(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(bin())
+        .args([
+            "bench",
+            "--cameras",
+            "2",
+            "--duration",
+            "3",
+            "--warmup",
+            "2",
+        ])
+        .args([
+            "--width",
+            "320",
+            "--height",
+            "240",
+            "--out-width",
+            "160",
+            "--out-height",
+            "120",
+        ])
+        .args(args)
+        .env(
+            "PATH",
+            format!(
+                "{}/.cargo/bin:{}",
+                env!("HOME"),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .expect("framewire bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line {last:?} is not JSON: {e}"))
+}
+
+/// Ensures the JSON line has the contract's fields with sane values, on both setups.
+#[test]
+fn bench_prints_the_json_contract() {
+    for args in [
+        &["--bus", "embedded", "--storage", "file"][..],
+        &["--bus", "mock", "--storage", "s3"][..],
+    ] {
+        let r = bench(args);
+        for key in ["fps", "dropped", "p50_ms", "p99_ms", "rss_mb"] {
+            assert!(r[key].is_number(), "{args:?}: {key} in {r}");
+        }
+        assert!(
+            r["frames"].as_u64().unwrap() > 0,
+            "{args:?}: frames stored: {r}"
+        );
+        assert!(r["fps"].as_f64().unwrap() > 0.0);
+        assert!(r["p50_ms"].as_f64().unwrap() <= r["p99_ms"].as_f64().unwrap());
+        assert!(r["rss_mb"].as_f64().unwrap() > 1.0);
+        for stage in ["decode", "encode", "inference", "annotate", "store"] {
+            assert!(
+                r["stage_ms_per_frame"][stage].as_f64().unwrap() > 0.0,
+                "{stage}: {r}"
+            );
+        }
+    }
+}

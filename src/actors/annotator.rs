@@ -69,6 +69,8 @@ impl Supervised for AnnotatorActor {
 pub struct Annotate {
     pub batch: Arc<FrameBatch>,
     pub detections: Detections,
+    /// The frames already decoded (by the built-in detector); decoded here when None.
+    pub frames: Option<Arc<Vec<crate::media::jpeg::RgbImage>>>,
 }
 
 impl Handler<Annotate> for AnnotatorActor {
@@ -89,7 +91,11 @@ impl Handler<Annotate> for AnnotatorActor {
                 .map_err(|_| StageError::transient("annotate", "annotator pool closed"))?;
             let t = Instant::now();
             let out = super::blocking("annotate", move || {
-                let Annotate { batch, detections } = msg;
+                let Annotate {
+                    batch,
+                    detections,
+                    frames,
+                } = msg;
                 batch
                     .frames
                     .iter()
@@ -101,14 +107,22 @@ impl Handler<Annotate> for AnnotatorActor {
                             // (no decode, no second JPEG generation).
                             return Ok(f.jpeg.clone());
                         }
-                        annotator
-                            .annotate_jpeg(&f.jpeg, dets, quality)
-                            .map_err(|e| {
-                                StageError::permanent(
-                                    "annotate",
-                                    format!("batch {} frame {}: {e}", batch.batch_id, f.seq),
-                                )
-                            })
+                        match frames.as_ref().and_then(|fr| fr.get(i)) {
+                            Some(rgb) => annotator.annotate_rgb(
+                                rgb.width,
+                                rgb.height,
+                                rgb.data.clone(),
+                                dets,
+                                quality,
+                            ),
+                            None => annotator.annotate_jpeg(&f.jpeg, dets, quality),
+                        }
+                        .map_err(|e| {
+                            StageError::permanent(
+                                "annotate",
+                                format!("batch {} frame {}: {e}", batch.batch_id, f.seq),
+                            )
+                        })
                     })
                     .collect::<Result<Vec<_>, _>>()
             })

@@ -384,14 +384,16 @@ async fn process(
         Infer(batch.clone())
     })
     .await?;
-    let (detections, model) = (inferred.detections, inferred.model);
+    let (detections, model, frames) = (inferred.detections, inferred.model, inferred.frames);
     let inference_ms = t.elapsed().as_secs_f64() * 1e3;
     let t = Instant::now();
     let annotated = super::call(&stages.annotator, &shared, "annotate", || Annotate {
         batch: batch.clone(),
         detections: detections.clone(),
+        frames: frames.clone(),
     })
     .await?;
+    drop(frames);
     let timings = Timings {
         inference: inference_ms,
         annotate: t.elapsed().as_secs_f64() * 1e3,

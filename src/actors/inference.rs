@@ -16,6 +16,7 @@ use crate::inference::Detection;
 use crate::inference::breaker::{Breaker, BreakerConfig, BreakerState};
 use crate::inference::client::RemoteClient;
 use crate::inference::motion::{MotionConfig, MotionDetector};
+use crate::media::jpeg::RgbImage;
 use crate::storage::results::Model;
 use crate::wire::FrameBatch;
 use actix::prelude::*;
@@ -30,6 +31,9 @@ pub type Detections = Arc<Vec<Vec<Detection>>>;
 pub struct Inferred {
     pub detections: Detections,
     pub model: Model,
+    /// The frames as decoded for the built-in detector, handed on so the annotator does not
+    /// decode them again (None for remote protocols).
+    pub frames: Option<Arc<Vec<RgbImage>>>,
 }
 
 #[derive(Clone)]
@@ -184,13 +188,22 @@ impl Handler<Infer> for InferenceActor {
             };
             let work = super::blocking("inference", move || match backend {
                 Backend::Builtin(detector) => {
-                    let jpegs: Vec<&[u8]> =
-                        batch.frames.iter().map(|f| f.jpeg.as_slice()).collect();
-                    detector.detect_jpegs(&jpegs).map_err(|e| {
-                        StageError::permanent("inference", format!("batch {}: {e}", batch.batch_id))
-                    })
+                    let frames = decode_all(&batch)?;
+                    let refs: Vec<&[u8]> = frames.iter().map(|f| f.data.as_slice()).collect();
+                    let (w, h) = frames.first().map_or((0, 0), |f| (f.width, f.height));
+                    let dets = if frames.is_empty() {
+                        Vec::new()
+                    } else {
+                        detector.detect_rgb(w, h, &refs).map_err(|e| {
+                            StageError::permanent(
+                                "inference",
+                                format!("batch {}: {e}", batch.batch_id),
+                            )
+                        })?
+                    };
+                    Ok((dets, Some(Arc::new(frames))))
                 }
-                Backend::Remote(client) => client.infer(&batch).map_err(|e| {
+                Backend::Remote(client) => client.infer(&batch).map(|d| (d, None)).map_err(|e| {
                     if e.is_permanent() {
                         StageError::permanent("inference", e.to_string())
                     } else {
@@ -244,7 +257,7 @@ impl Handler<Infer> for InferenceActor {
                 .inference_duration
                 .with_label_values(&[protocol])
                 .observe(t.elapsed().as_secs_f64());
-            let dets = result?;
+            let (dets, frames) = result?;
             metrics
                 .stage_duration
                 .with_label_values(&["inference"])
@@ -255,9 +268,41 @@ impl Handler<Infer> for InferenceActor {
             Ok(Inferred {
                 detections: Arc::new(dets),
                 model,
+                frames,
             })
         })
     }
+}
+
+/// Decodes every frame of a batch (all must have one size, as the detector needs); an
+/// undecodable frame or a size change is permanent for the batch, naming the frame.
+fn decode_all(batch: &FrameBatch) -> Result<Vec<RgbImage>, StageError> {
+    let mut out: Vec<RgbImage> = Vec::with_capacity(batch.frames.len());
+    for (i, f) in batch.frames.iter().enumerate() {
+        let (width, height, data) = crate::media::jpeg::decode_rgb(&f.jpeg).map_err(|e| {
+            StageError::permanent(
+                "inference",
+                format!("batch {}: frame {i} cannot be decoded: {e}", batch.batch_id),
+            )
+        })?;
+        if let Some(first) = out.first()
+            && (first.width, first.height) != (width, height)
+        {
+            return Err(StageError::permanent(
+                "inference",
+                format!(
+                    "batch {}: frame {i} is {width}x{height}, frame 0 is {}x{}",
+                    batch.batch_id, first.width, first.height
+                ),
+            ));
+        }
+        out.push(RgbImage {
+            width,
+            height,
+            data,
+        });
+    }
+    Ok(out)
 }
 
 impl Handler<Retire> for InferenceActor {

@@ -227,13 +227,35 @@ impl Annotator {
             .ok_or_else(|| AnnotateError::Decode("no image header".into()))?;
         let (w, h) = (info.width, info.height);
         self.draw(u32::from(w), u32::from(h), &mut rgb, detections)?;
-        let mut out = Vec::with_capacity(jpeg.len() + jpeg.len() / 4);
-        let encoder = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
-        encoder
-            .encode(&rgb, w, h, jpeg_encoder::ColorType::Rgb)
-            .map_err(|e| AnnotateError::Encode(e.to_string()))?;
-        Ok(out)
+        encode(w, h, &rgb, quality, jpeg.len())
     }
+
+    /// Draws `detections` on decoded RGB8 (`width`×`height`) and encodes it at `quality`.
+    pub fn annotate_rgb(
+        &self,
+        width: u32,
+        height: u32,
+        mut rgb: Vec<u8>,
+        detections: &[Detection],
+        quality: u8,
+    ) -> Result<Vec<u8>, AnnotateError> {
+        let (Ok(w), Ok(h)) = (u16::try_from(width), u16::try_from(height)) else {
+            return Err(AnnotateError::Encode(format!(
+                "{width}x{height} is too large"
+            )));
+        };
+        self.draw(width, height, &mut rgb, detections)?;
+        encode(w, h, &rgb, quality, rgb.len() / 10)
+    }
+}
+
+fn encode(w: u16, h: u16, rgb: &[u8], quality: u8, guess: usize) -> Result<Vec<u8>, AnnotateError> {
+    let mut out = Vec::with_capacity(guess + guess / 4);
+    let encoder = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
+    encoder
+        .encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| AnnotateError::Encode(e.to_string()))?;
+    Ok(out)
 }
 
 /// Rounds a detection box to pixels and clamps it to the image; `None` if nothing is visible.

@@ -191,6 +191,14 @@ impl FrameEncoder {
     }
 }
 
+/// A decoded frame: RGB8, row-major, stride `width * 3`.
+#[derive(Debug, Clone)]
+pub struct RgbImage {
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<u8>,
+}
+
 /// Decodes a JPEG to RGB8 with zune-jpeg; returns `(width, height, rgb)`.
 pub fn decode_rgb(jpeg: &[u8]) -> Result<(u32, u32, Vec<u8>), JpegError> {
     let options = DecoderOptions::default()

@@ -197,7 +197,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
     // Both cores for the CPU-bound stages of the process side.
     cfg.inference.workers = 2;
     cfg.annotator.workers = 2;
-    let _cluster = match o.bus {
+    let cluster = match o.bus {
         BenchBus::Embedded => None,
         BenchBus::Mock => {
             let cluster = rdkafka::mocking::MockCluster::new(1)?;
@@ -240,8 +240,6 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
     let b = sample(&m);
     let (rss, rss_peak) = rss_mb();
     d.shutdown();
-    // Let the bus clients finish closing before the mock cluster and s3s-fs go away.
-    std::thread::sleep(Duration::from_millis(1500));
 
     let secs = (b.at - a.at).as_secs_f64();
     let frames = b.stored.saturating_sub(a.stored);
@@ -298,5 +296,8 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         println!("    {name:<10} {:>6.2}", ms.as_f64().unwrap_or(0.0));
     }
     println!("{report}");
+    // The process ends next: keep the mock cluster up until then, so the daemon's bus clients,
+    // still closing, do not log a storm of connection errors after the report.
+    std::mem::forget(cluster);
     Ok(report)
 }

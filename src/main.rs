@@ -110,6 +110,13 @@ fn init_logs(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    // Two threads per camera would otherwise get up to 8 × cores glibc malloc arenas, each holding
+    // freed frame buffers: measured with 8 cameras, 2 arenas cut RSS by ~14 % at no CPU cost
+    // (mimalloc instead raised it by ~25 %). MALLOC_ARENA_MAX in the environment still wins.
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called before any other thread exists; mallopt only tunes the allocator.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    }
     let cli = Cli::parse();
     if matches!(cli.command, Command::Bench { .. }) && std::env::var_os("RUST_LOG").is_none() {
         // The report is the output; only problems are logged.

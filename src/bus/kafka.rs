@@ -241,8 +241,12 @@ impl KafkaConsumer {
     pub fn new(cfg: &KafkaConfig) -> Result<Self, BusError> {
         let secrets = secrets_of(cfg);
         let mut c = ClientConfig::new();
+        // librdkafka prefetches up to 64 MiB per consumer by default; framewire works on at most
+        // `max_in_flight` batches at once, so 16 MiB (~20 batches of 25 frames) keeps the
+        // pipeline fed at a quarter of the memory. `[kafka.librdkafka]` may override it.
         c.set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "cooperative-sticky");
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("queued.max.messages.kbytes", "16384");
         for (k, v) in base_config(cfg).config_map() {
             c.set(k, v);
         }

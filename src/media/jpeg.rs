@@ -54,11 +54,64 @@ pub struct FrameEncoder {
     resized: Image<'static>,
     /// Resized Y, Cb, Cr planes at the output size (`encode`).
     planes: [Image<'static>; 3],
-    /// Interleaved full-range YCbCr at the output size.
-    ycbcr: Vec<u8>,
     /// Video range → full range: luma 16..235, chroma 16..240 → 0..255.
     luma: [u8; 256],
     chroma: [u8; 256],
+}
+
+/// Halves a plane of width `w` (and an even height) into `out` by averaging each 2×2 block: the
+/// exact 2:1 case of the resize (e.g. 720p → 640×360), several times cheaper than a convolution.
+fn halve(src: &[u8], w: usize, out: &mut [u8]) {
+    let ow = w / 2;
+    for (row, line) in out.chunks_exact_mut(ow).enumerate() {
+        let top = &src[2 * row * w..2 * row * w + w];
+        let bottom = &src[(2 * row + 1) * w..(2 * row + 1) * w + w];
+        for ((o, t), b) in line
+            .iter_mut()
+            .zip(top.chunks_exact(2))
+            .zip(bottom.chunks_exact(2))
+        {
+            let sum = u16::from(t[0]) + u16::from(t[1]) + u16::from(b[0]) + u16::from(b[1]);
+            *o = ((sum + 2) >> 2) as u8;
+        }
+    }
+}
+
+/// I420 planes at the output size as jpeg-encoder's input: each row's Y, and Cb/Cr repeated to
+/// full width (the encoder subsamples 4:2:0 itself), mapped to full range by table.
+struct Planar420<'a> {
+    y: &'a [u8],
+    u: &'a [u8],
+    v: &'a [u8],
+    width: u16,
+    height: u16,
+    luma: &'a [u8; 256],
+    chroma: &'a [u8; 256],
+}
+
+impl jpeg_encoder::ImageBuffer for Planar420<'_> {
+    fn get_jpeg_color_type(&self) -> jpeg_encoder::JpegColorType {
+        jpeg_encoder::JpegColorType::Ycbcr
+    }
+    fn width(&self) -> u16 {
+        self.width
+    }
+    fn height(&self) -> u16 {
+        self.height
+    }
+    fn fill_buffers(&self, row: u16, buffers: &mut [Vec<u8>; 4]) {
+        let (w, row) = (usize::from(self.width), usize::from(row));
+        let cw = w / 2;
+        let ys = &self.y[row * w..(row + 1) * w];
+        buffers[0].extend(ys.iter().map(|&v| self.luma[usize::from(v)]));
+        let c = (row / 2) * cw;
+        for (plane, buf) in [(self.u, 1), (self.v, 2)] {
+            for &v in &plane[c..c + cw] {
+                let x = self.chroma[usize::from(v)];
+                buffers[buf].extend_from_slice(&[x, x]);
+            }
+        }
+    }
 }
 
 /// BT.601 video range to JFIF full range, rounded and clamped: `(v - offset) · 255 / span + centre`.
@@ -100,7 +153,6 @@ impl FrameEncoder {
                 Image::new(out_width / 2, out_height / 2, PixelType::U8),
                 Image::new(out_width / 2, out_height / 2, PixelType::U8),
             ],
-            ycbcr: Vec::new(),
             luma: range_table(16, 219, 0),
             chroma: range_table(128, 224, 128),
         })
@@ -135,6 +187,9 @@ impl FrameEncoder {
         for (i, ((w, h, src), dst)) in sizes.into_iter().zip(self.planes.iter_mut()).enumerate() {
             resized[i] = if (w, h) == (dst.width(), dst.height()) {
                 src.as_slice()
+            } else if (w, h) == (dst.width() * 2, dst.height() * 2) {
+                halve(src, w as usize, dst.buffer_mut());
+                dst.buffer()
             } else {
                 let from = ImageRef::new(w, h, src, PixelType::U8)
                     .map_err(|e| JpegError::Input(e.to_string()))?;
@@ -145,25 +200,27 @@ impl FrameEncoder {
             };
         }
         let [y, u, v] = resized;
-        let ocw = ow / 2;
-        self.ycbcr.clear();
-        self.ycbcr.resize(ow * oh * 3, 0);
-        for (row, line) in self.ycbcr.chunks_exact_mut(ow * 3).enumerate() {
-            let (ys, cs) = (&y[row * ow..(row + 1) * ow], (row / 2) * ocw);
-            let (us, vs) = (&u[cs..cs + ocw], &v[cs..cs + ocw]);
-            for (col, px) in line.chunks_exact_mut(3).enumerate() {
-                px[0] = self.luma[ys[col] as usize];
-                px[1] = self.chroma[us[col / 2] as usize];
-                px[2] = self.chroma[vs[col / 2] as usize];
-            }
-        }
-        encode_as(
-            self.out_width,
-            self.out_height,
-            &self.ycbcr,
-            self.quality,
-            ColorType::Ycbcr,
-        )
+        let (Ok(w16), Ok(h16)) = (u16::try_from(ow), u16::try_from(oh)) else {
+            return Err(JpegError::Input(format!(
+                "size {ow}x{oh} too large for JPEG"
+            )));
+        };
+        let planar = Planar420 {
+            y,
+            u,
+            v,
+            width: w16,
+            height: h16,
+            luma: &self.luma,
+            chroma: &self.chroma,
+        };
+        let mut out = Vec::with_capacity(ow * oh / 4);
+        let mut encoder = Encoder::new(&mut out, self.quality);
+        encoder.set_sampling_factor(SamplingFactor::R_4_2_0);
+        encoder
+            .encode_image(planar)
+            .map_err(|e| JpegError::Encode(e.to_string()))?;
+        Ok(out)
     }
 
     /// Resizes RGB8 (row-major, stride `width * 3`) to the output size and encodes it.
@@ -424,6 +481,16 @@ mod tests {
             let p = psnr(&rgb, &reference);
             assert!(p > 30.0, "frame {index}: PSNR {p:.1} dB");
         }
+        // Not a 2:1 reduction: the convolution path.
+        let src = scene_rgb(640, 480, 5);
+        let yuv = YuvFrame::from_rgb8(640, 480, &src);
+        let jpg = encoder(480, 360, 90)
+            .encode(&yuv)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (w, h, rgb) = decode_rgb(&jpg).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((w, h), (480, 360));
+        let p = psnr(&rgb, &resized(640, 480, &yuv.to_rgb8(), 480, 360));
+        assert!(p > 30.0, "480x360: PSNR {p:.1} dB");
         let (luma, chroma) = (range_table(16, 219, 0), range_table(128, 224, 128));
         assert_eq!((luma[16], luma[235], luma[0], luma[255]), (0, 255, 0, 255));
         assert_eq!((chroma[16], chroma[128], chroma[240]), (0, 128, 255));

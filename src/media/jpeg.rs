@@ -2,10 +2,10 @@
 //!
 //! It owns [`FrameEncoder`], which the frame sampler keeps per camera so its resizer and scratch
 //! buffers are reused between frames. Decoded frames never go through RGB: the I420 planes are
-//! resized each on its own (fast_image_resize convolution, one byte per sample), expanded from
-//! video range to JPEG's full range by table, interleaved at the output size and handed to
-//! jpeg-encoder as YCbCr (4:2:0), so the full-size YUV→RGB conversion and the encoder's
-//! RGB→YCbCr conversion are both gone; [`decode_rgb`] (zune-jpeg) for the annotator and
+//! resized each on its own (an exact 2:1 by a 2×2 average, other ratios by fast_image_resize
+//! convolution, one byte per sample), expanded from video range to JPEG's full range by table and
+//! fed row by row to jpeg-encoder as YCbCr (4:2:0) through its `ImageBuffer` trait, so the
+//! full-size YUV→RGB conversion and the encoder's RGB→YCbCr conversion are both gone; [`decode_rgb`] (zune-jpeg) for the annotator and
 //! detectors; [`encode_rgb`] for re-encoding annotated frames; and [`scale_box`] to map ground
 //! truth from camera to output coordinates. Every failure is a [`JpegError`], never a panic:
 //! bad settings at construction, mismatched buffers or corrupt JPEG bytes at call time.

@@ -33,18 +33,39 @@ pub enum BenchStorage {
     S3,
 }
 
-#[derive(Debug, Clone)]
+/// `framewire bench` options (also its command line).
+#[derive(Debug, Clone, clap::Args)]
 pub struct BenchOptions {
+    #[arg(long, default_value_t = 12)]
     pub cameras: usize,
+    /// Seconds measured (after the warm-up).
+    #[arg(long, default_value = "30", value_parser = seconds)]
     pub duration: Duration,
+    /// Seconds run before measuring.
+    #[arg(long, default_value = "8", value_parser = seconds)]
     pub warmup: Duration,
+    /// Camera resolution and frame rate of the replayed clip.
+    #[arg(long, default_value_t = 1280)]
     pub width: u32,
+    #[arg(long, default_value_t = 720)]
     pub height: u32,
+    #[arg(long, default_value_t = 25)]
     pub fps: u32,
+    /// Frames are resized to this before JPEG.
+    #[arg(long, default_value_t = 640)]
     pub out_width: u32,
+    #[arg(long, default_value_t = 360)]
     pub out_height: u32,
+    #[arg(long, value_enum, default_value_t = BenchBus::Mock)]
     pub bus: BenchBus,
+    #[arg(long, value_enum, default_value_t = BenchStorage::File)]
     pub storage: BenchStorage,
+}
+
+/// Seconds (fractions allowed) as a `Duration`.
+fn seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    Duration::try_from_secs_f64(v).map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// A snapshot of the counters the report is computed from.
@@ -60,14 +81,13 @@ struct Sample {
 const STAGES: [&str; 5] = ["decode", "encode", "inference", "annotate", "store"];
 
 fn sample(m: &Metrics) -> Sample {
+    let latency = crate::metrics::buckets(&m.capture_to_stored);
     Sample {
         at: Instant::now(),
-        stored: crate::metrics::buckets(&m.capture_to_stored)
-            .last()
-            .map(|b| b.1)
-            .unwrap_or(0),
+        // One latency sample per stored frame: the +Inf bucket counts them all.
+        stored: latency.last().map_or(0, |b| b.1),
         dropped: total(&m.frames_dropped),
-        latency: crate::metrics::buckets(&m.capture_to_stored),
+        latency,
         stages: STAGES
             .iter()
             .map(|s| {

@@ -146,7 +146,6 @@ async fn run(
         status: status.clone(),
         clock: Arc::new(SystemClock),
         opener: opts.opener.clone(),
-        downstream: status.downstream.clone(),
     };
     let root = Root::new(opts.config.clone(), role, shared).start();
     let _ = ready.send(Ok(http_addr));

@@ -63,31 +63,7 @@ enum Command {
     },
     /// W1: the whole pipeline in this process over N cameras replaying a 720p clip in real time;
     /// prints a table, then one JSON line (fps, dropped, p50_ms, p99_ms, rss_mb, …).
-    Bench {
-        #[arg(long, default_value_t = 12)]
-        cameras: usize,
-        /// Seconds measured (after the warm-up).
-        #[arg(long, default_value_t = 30.0)]
-        duration: f64,
-        #[arg(long, default_value_t = 8.0)]
-        warmup: f64,
-        /// Camera resolution and frame rate of the replayed clip.
-        #[arg(long, default_value_t = 1280)]
-        width: u32,
-        #[arg(long, default_value_t = 720)]
-        height: u32,
-        #[arg(long, default_value_t = 25)]
-        fps: u32,
-        /// Frames are resized to this before JPEG.
-        #[arg(long, default_value_t = 640)]
-        out_width: u32,
-        #[arg(long, default_value_t = 360)]
-        out_height: u32,
-        #[arg(long, value_enum, default_value_t = framewire::bench::BenchBus::Mock)]
-        bus: framewire::bench::BenchBus,
-        #[arg(long, value_enum, default_value_t = framewire::bench::BenchStorage::File)]
-        storage: framewire::bench::BenchStorage,
-    },
+    Bench(framewire::bench::BenchOptions),
     /// Check a config file; exit 0 when valid, 2 with every problem listed otherwise.
     Validate {
         #[arg(long, short)]
@@ -118,45 +94,20 @@ fn main() -> ExitCode {
         unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     }
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Bench { .. }) && std::env::var_os("RUST_LOG").is_none() {
+    if matches!(cli.command, Command::Bench(_)) && std::env::var_os("RUST_LOG").is_none() {
         // The report is the output; only problems are logged.
         // SAFETY: single-threaded here, before any other thread exists.
         unsafe { std::env::set_var("RUST_LOG", "warn,librdkafka=error,rdkafka=error") };
     }
     init_logs(cli.log_format);
     match cli.command {
-        Command::Bench {
-            cameras,
-            duration,
-            warmup,
-            width,
-            height,
-            fps,
-            out_width,
-            out_height,
-            bus,
-            storage,
-        } => {
-            let o = framewire::bench::BenchOptions {
-                cameras,
-                duration: std::time::Duration::from_secs_f64(duration),
-                warmup: std::time::Duration::from_secs_f64(warmup),
-                width,
-                height,
-                fps,
-                out_width,
-                out_height,
-                bus,
-                storage,
-            };
-            match framewire::bench::run(&o) {
-                Ok(_) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("framewire bench: {e:#}");
-                    ExitCode::FAILURE
-                }
+        Command::Bench(o) => match framewire::bench::run(&o) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("framewire bench: {e:#}");
+                ExitCode::FAILURE
             }
-        }
+        },
         Command::ServeInference {
             listen,
             protocol,

@@ -100,20 +100,16 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        let config_generation = IntGauge::new(
+        let config_generation = int_gauge(
+            &r,
             "framewire_config_generation",
             "Generation of the running config (1 at start, +1 per applied reload).",
-        )
-        .expect("valid metric");
-        r.register(Box::new(config_generation.clone()))
-            .expect("metric registered once");
-        let in_flight_batches = IntGauge::new(
+        );
+        let in_flight_batches = int_gauge(
+            &r,
             "framewire_in_flight_batches",
             "Batches consumed and not yet durable in storage.",
-        )
-        .expect("valid metric");
-        r.register(Box::new(in_flight_batches.clone()))
-            .expect("metric registered once");
+        );
         let batches_consumed = IntCounter::new(
             "framewire_batches_consumed_total",
             "Batches taken from the bus by the process side.",

@@ -49,7 +49,7 @@ pub struct StatusRegistry {
     instances: AtomicU64,
     actors: Mutex<BTreeMap<String, ActorEntry>>,
     cameras: Mutex<BTreeMap<String, CameraEntry>>,
-    pub downstream: std::sync::Arc<Downstream>,
+    pub downstream: Downstream,
 }
 
 /// Whether the process side's downstreams can take work. While one is not, the consumer pauses its

@@ -124,7 +124,7 @@ impl ConsumerActor {
             return;
         };
         self.rebalanced(&consumer);
-        let unhealthy = self.life.shared.downstream.unhealthy();
+        let unhealthy = self.life.shared.status.downstream.unhealthy();
         self.pause(
             &consumer,
             !unhealthy.is_empty() && self.marks.in_flight() > 0,
@@ -331,9 +331,7 @@ impl ConsumerActor {
             .in_flight_batches
             .set(self.marks.in_flight() as i64);
     }
-}
 
-impl ConsumerActor {
     fn commit(&self, c: &Consumer, partition: i32, next: i64) {
         match c.commit(partition, next) {
             Ok(()) => self
@@ -348,7 +346,8 @@ impl ConsumerActor {
         }
     }
 
-    /// Re-sends commits the bus has not confirmed (every 2 s), for partitions still assigned.
+    /// Re-sends commits the bus has not confirmed (every 2 s); revoked partitions were dropped
+    /// from `unconfirmed` by `rebalanced`.
     fn recommit(&mut self) {
         let Some((c, _)) = self.conn.clone() else {
             return;

@@ -82,7 +82,7 @@ impl InferenceActor {
             .with_label_values(&[cfg.protocol.name()])
             .set(0);
         // A new actor (reload, rebuild) starts closed.
-        life.shared.downstream.set_inference_open(false);
+        life.shared.status.downstream.set_inference_open(false);
         Self {
             cfg,
             backend,
@@ -103,12 +103,12 @@ impl Actor for InferenceActor {
         ctx.run_interval(std::time::Duration::from_secs(1), |a, _| a.life.heartbeat());
         // A remote service's own health endpoints feed `/readyz` (checked now, then every 10 s).
         if let Ok(Backend::Remote(client)) = &self.backend {
-            let (client, downstream) = (client.clone(), self.life.shared.downstream.clone());
+            let (client, status) = (client.clone(), self.life.shared.status.clone());
             let probe = move || {
-                let (c, d) = (client.clone(), downstream.clone());
+                let (c, st) = (client.clone(), status.clone());
                 actix::spawn(async move {
                     let r = tokio::task::spawn_blocking(move || c.ready()).await;
-                    d.set_inference_unready(match r {
+                    st.downstream.set_inference_unready(match r {
                         Ok(Ok(())) => None,
                         Ok(Err(e)) => Some(e.to_string()),
                         Err(e) => Some(format!("probe task: {e}")),
@@ -118,7 +118,11 @@ impl Actor for InferenceActor {
             probe();
             ctx.run_interval(std::time::Duration::from_secs(10), move |_, _| probe());
         } else {
-            self.life.shared.downstream.set_inference_unready(None);
+            self.life
+                .shared
+                .status
+                .downstream
+                .set_inference_unready(None);
         }
     }
 }
@@ -140,7 +144,7 @@ impl Handler<Infer> for InferenceActor {
         let (backend, permits, timeout) =
             (self.backend.clone(), self.permits.clone(), self.cfg.timeout);
         let metrics = self.life.shared.metrics.clone();
-        let downstream = self.life.shared.downstream.clone();
+        let status = self.life.shared.status.clone();
         let breaker = self.breaker.clone();
         let protocol = self.cfg.protocol.name();
         Box::pin(async move {
@@ -163,15 +167,7 @@ impl Handler<Infer> for InferenceActor {
                 .await
                 .map_err(|_| StageError::transient("inference", "detector pool closed"))?;
             if admission.is_some_and(|a| a.probe) {
-                metrics
-                    .breaker_state
-                    .with_label_values(&[protocol])
-                    .set(BreakerState::HalfOpen.gauge());
-                metrics
-                    .breaker_transitions
-                    .with_label_values(&[protocol, "half_open"])
-                    .inc();
-                tracing::info!(protocol, "inference circuit breaker half-open: one probe");
+                breaker_entered(&metrics, &status, protocol, BreakerState::HalfOpen);
             }
             let t = Instant::now();
             let batch = msg.0;
@@ -188,19 +184,11 @@ impl Handler<Infer> for InferenceActor {
             };
             let work = super::blocking("inference", move || match backend {
                 Backend::Builtin(detector) => {
-                    let frames = decode_all(&batch)?;
-                    let refs: Vec<&[u8]> = frames.iter().map(|f| f.data.as_slice()).collect();
-                    let (w, h) = frames.first().map_or((0, 0), |f| (f.width, f.height));
-                    let dets = if frames.is_empty() {
-                        Vec::new()
-                    } else {
-                        detector.detect_rgb(w, h, &refs).map_err(|e| {
-                            StageError::permanent(
-                                "inference",
-                                format!("batch {}: {e}", batch.batch_id),
-                            )
-                        })?
-                    };
+                    let jpegs: Vec<&[u8]> =
+                        batch.frames.iter().map(|f| f.jpeg.as_slice()).collect();
+                    let (dets, frames) = detector.detect_jpegs_keeping(&jpegs).map_err(|e| {
+                        StageError::permanent("inference", format!("batch {}: {e}", batch.batch_id))
+                    })?;
                     Ok((dets, Some(Arc::new(frames))))
                 }
                 Backend::Remote(client) => client.infer(&batch).map(|d| (d, None)).map_err(|e| {
@@ -230,28 +218,7 @@ impl Handler<Infer> for InferenceActor {
             if let (Some(b), Some(a)) = (&breaker, admission)
                 && let Some(to) = b.record(a, outcome != "transient")
             {
-                let name = match to {
-                    BreakerState::Closed => "closed",
-                    BreakerState::Open => "open",
-                    BreakerState::HalfOpen => "half_open",
-                };
-                metrics
-                    .breaker_state
-                    .with_label_values(&[protocol])
-                    .set(to.gauge());
-                metrics
-                    .breaker_transitions
-                    .with_label_values(&[protocol, name])
-                    .inc();
-                downstream.set_inference_open(to != BreakerState::Closed);
-                if to == BreakerState::Open {
-                    tracing::warn!(
-                        protocol,
-                        "inference circuit breaker open: pausing consumption"
-                    );
-                } else {
-                    tracing::info!(protocol, "inference circuit breaker {name}");
-                }
+                breaker_entered(&metrics, &status, protocol, to);
             }
             metrics
                 .inference_duration
@@ -274,35 +241,36 @@ impl Handler<Infer> for InferenceActor {
     }
 }
 
-/// Decodes every frame of a batch (all must have one size, as the detector needs); an
-/// undecodable frame or a size change is permanent for the batch, naming the frame.
-fn decode_all(batch: &FrameBatch) -> Result<Vec<RgbImage>, StageError> {
-    let mut out: Vec<RgbImage> = Vec::with_capacity(batch.frames.len());
-    for (i, f) in batch.frames.iter().enumerate() {
-        let (width, height, data) = crate::media::jpeg::decode_rgb(&f.jpeg).map_err(|e| {
-            StageError::permanent(
-                "inference",
-                format!("batch {}: frame {i} cannot be decoded: {e}", batch.batch_id),
+/// The breaker entered `to`: gauge, transition count, the consumer's pause signal, and a log line.
+fn breaker_entered(
+    metrics: &crate::metrics::Metrics,
+    status: &crate::status::StatusRegistry,
+    protocol: &'static str,
+    to: BreakerState,
+) {
+    metrics
+        .breaker_state
+        .with_label_values(&[protocol])
+        .set(to.gauge());
+    metrics
+        .breaker_transitions
+        .with_label_values(&[protocol, to.name()])
+        .inc();
+    status
+        .downstream
+        .set_inference_open(to != BreakerState::Closed);
+    match to {
+        BreakerState::Open => {
+            tracing::warn!(
+                protocol,
+                "inference circuit breaker open: pausing consumption"
             )
-        })?;
-        if let Some(first) = out.first()
-            && (first.width, first.height) != (width, height)
-        {
-            return Err(StageError::permanent(
-                "inference",
-                format!(
-                    "batch {}: frame {i} is {width}x{height}, frame 0 is {}x{}",
-                    batch.batch_id, first.width, first.height
-                ),
-            ));
         }
-        out.push(RgbImage {
-            width,
-            height,
-            data,
-        });
+        BreakerState::HalfOpen => {
+            tracing::info!(protocol, "inference circuit breaker half-open: one probe")
+        }
+        BreakerState::Closed => tracing::info!(protocol, "inference circuit breaker closed"),
     }
-    Ok(out)
 }
 
 impl Handler<Retire> for InferenceActor {

@@ -38,8 +38,6 @@ pub struct Shared {
     pub status: Arc<StatusRegistry>,
     pub clock: SharedClock,
     pub opener: Arc<dyn SourceOpener>,
-    /// The same as `status.downstream`.
-    pub downstream: Arc<crate::status::Downstream>,
 }
 
 /// A replaceable address: the root swaps the actor behind it (reload, or rebuild after a panic)

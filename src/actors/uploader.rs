@@ -65,14 +65,14 @@ impl Handler<Store> for UploaderActor {
     fn handle(&mut self, msg: Store, _: &mut Context<Self>) -> Self::Result {
         let (store, prefix) = (self.store.clone(), self.prefix.clone());
         let metrics = self.life.shared.metrics.clone();
-        let downstream = self.life.shared.downstream.clone();
+        let status = self.life.shared.status.clone();
         Box::pin(async move {
             let t = Instant::now();
             let written =
                 super::blocking("store", move || write_batch(&*store, &prefix, msg)).await;
             match &written {
-                Ok(_) => downstream.set_storage_failing(false),
-                Err(e) if !e.permanent => downstream.set_storage_failing(true),
+                Ok(_) => status.downstream.set_storage_failing(false),
+                Err(e) if !e.permanent => status.downstream.set_storage_failing(true),
                 Err(_) => {}
             }
             let key = written?;

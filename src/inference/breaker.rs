@@ -17,6 +17,15 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
+    /// The `to` label of `framewire_inference_breaker_transitions_total`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+
     /// The gauge value of `framewire_inference_breaker_state`.
     pub fn gauge(self) -> i64 {
         match self {

@@ -207,7 +207,7 @@ impl RemoteClient {
                 let first = sizes.first().copied().unwrap_or((0, 0));
                 let input = crate::inference::oip::Input::Jpegs(&jpegs);
                 let body = self.request(batch, input);
-                (body, sizes.clone(), first)
+                (body, sizes, first)
             }
             InputFormat::Rgb => {
                 let mut sizes = Vec::with_capacity(part.len());

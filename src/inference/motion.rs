@@ -10,10 +10,9 @@
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use zune_jpeg::JpegDecoder;
-use zune_jpeg::zune_core::{colorspace::ColorSpace, options::DecoderOptions};
 
 use super::Detection;
+use crate::media::jpeg::RgbImage;
 
 /// Named colours the synthetic camera paints objects with; detections are labelled with these.
 pub const PALETTE: [(&str, [u8; 3]); 8] = [
@@ -183,6 +182,25 @@ impl MotionDetector {
     /// Same as [`Self::detect_rgb`], from JPEG bytes decoded to RGB with zune-jpeg. A frame that
     /// does not decode, or differs in size from frame 0, is an error naming its index.
     pub fn detect_jpegs(&self, jpegs: &[&[u8]]) -> Result<Vec<Vec<Detection>>, MotionError> {
+        self.decode_and_detect(jpegs, None)
+    }
+
+    /// [`Self::detect_jpegs`] that also returns the decoded frames, for a later stage that needs
+    /// them (the annotator) and would otherwise decode them again.
+    pub fn detect_jpegs_keeping(
+        &self,
+        jpegs: &[&[u8]],
+    ) -> Result<(Vec<Vec<Detection>>, Vec<RgbImage>), MotionError> {
+        let mut kept = Vec::with_capacity(jpegs.len());
+        let dets = self.decode_and_detect(jpegs, Some(&mut kept))?;
+        Ok((dets, kept))
+    }
+
+    fn decode_and_detect(
+        &self,
+        jpegs: &[&[u8]],
+        mut keep: Option<&mut Vec<RgbImage>>,
+    ) -> Result<Vec<Vec<Detection>>, MotionError> {
         let mut geo: Option<Geometry> = None;
         let mut stack = Vec::new();
         let mut acc = Vec::new();
@@ -206,6 +224,13 @@ impl MotionDetector {
             let start = stack.len();
             stack.resize(start + plane, 0);
             downscale_into(&rgb, &g, &mut acc, &mut stack[start..]);
+            if let Some(kept) = keep.as_deref_mut() {
+                kept.push(RgbImage {
+                    width: w,
+                    height: h,
+                    data: rgb,
+                });
+            }
         }
         match geo {
             Some(g) if jpegs.len() >= MIN_FRAMES => Ok(self.detect_small(&g, &stack)),
@@ -256,20 +281,9 @@ impl MotionDetector {
     }
 }
 
-/// Decodes a JPEG to packed RGB8; the error is a human-readable reason.
+/// Decodes a JPEG to packed RGB8 (`media::jpeg`); the error is a human-readable reason.
 fn decode_rgb(jpeg: &[u8]) -> Result<(u32, u32, Vec<u8>), String> {
-    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
-    let mut decoder = JpegDecoder::new_with_options(jpeg, options);
-    let rgb = decoder.decode().map_err(|e| e.to_string())?;
-    let info = decoder.info().ok_or("no image header")?;
-    let (w, h) = (u32::from(info.width), u32::from(info.height));
-    if w == 0 || h == 0 || rgb.len() != w as usize * h as usize * 3 {
-        return Err(format!(
-            "decoded {} bytes for a {w}x{h} RGB image",
-            rgb.len()
-        ));
-    }
-    Ok((w, h, rgb))
+    crate::media::jpeg::decode_rgb(jpeg).map_err(|e| e.to_string())
 }
 
 /// Box-averages `src` (full-resolution RGB8) into `dst` (working resolution; edge blocks may be

@@ -7,8 +7,6 @@
 
 use ab_glyph::{Font, FontArc, Glyph, PxScale, ScaleFont, point};
 use thiserror::Error;
-use zune_jpeg::JpegDecoder;
-use zune_jpeg::zune_core::{colorspace::ColorSpace, options::DecoderOptions};
 
 use crate::inference::Detection;
 use crate::inference::motion::PALETTE;
@@ -217,17 +215,9 @@ impl Annotator {
         detections: &[Detection],
         quality: u8,
     ) -> Result<Vec<u8>, AnnotateError> {
-        let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
-        let mut decoder = JpegDecoder::new_with_options(jpeg, options);
-        let mut rgb = decoder
-            .decode()
+        let (w, h, rgb) = crate::media::jpeg::decode_rgb(jpeg)
             .map_err(|e| AnnotateError::Decode(e.to_string()))?;
-        let info = decoder
-            .info()
-            .ok_or_else(|| AnnotateError::Decode("no image header".into()))?;
-        let (w, h) = (info.width, info.height);
-        self.draw(u32::from(w), u32::from(h), &mut rgb, detections)?;
-        encode(w, h, &rgb, quality, jpeg.len())
+        self.annotate_rgb(w, h, rgb, detections, quality)
     }
 
     /// Draws `detections` on decoded RGB8 (`width`×`height`) and encodes it at `quality`.
@@ -245,17 +235,15 @@ impl Annotator {
             )));
         };
         self.draw(width, height, &mut rgb, detections)?;
-        encode(w, h, &rgb, quality, rgb.len() / 10)
+        // jpeg-encoder's own sampling choice (4:4:4 from q90, for crisp label text), unlike the
+        // frame encoder's fixed 4:2:0.
+        let mut out = Vec::with_capacity(rgb.len() / 8);
+        let encoder = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
+        encoder
+            .encode(&rgb, w, h, jpeg_encoder::ColorType::Rgb)
+            .map_err(|e| AnnotateError::Encode(e.to_string()))?;
+        Ok(out)
     }
-}
-
-fn encode(w: u16, h: u16, rgb: &[u8], quality: u8, guess: usize) -> Result<Vec<u8>, AnnotateError> {
-    let mut out = Vec::with_capacity(guess + guess / 4);
-    let encoder = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
-    encoder
-        .encode(rgb, w, h, jpeg_encoder::ColorType::Rgb)
-        .map_err(|e| AnnotateError::Encode(e.to_string()))?;
-    Ok(out)
 }
 
 /// Rounds a detection box to pixels and clamps it to the image; `None` if nothing is visible.
@@ -511,15 +499,8 @@ mod tests {
         let out = a
             .annotate_jpeg(&src, &[det("blue", [20.0, 40.0, 140.0, 110.0])], 90)
             .unwrap();
-        let mut dec = JpegDecoder::new_with_options(
-            out.as_slice(),
-            DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB),
-        );
-        let rgb = dec.decode().unwrap();
-        assert_eq!(
-            (dec.info().unwrap().width, dec.info().unwrap().height),
-            (160, 120)
-        );
+        let (dw, dh, rgb) = crate::media::jpeg::decode_rgb(&out).unwrap();
+        assert_eq!((dw, dh), (160, 120));
         let near = |p: [u8; 3], q: [u8; 3]| p.iter().zip(q).all(|(&a, b)| a.abs_diff(b) < 40);
         assert!(
             near(px(&rgb, w, 80, 111), [40, 80, 230]),

@@ -23,8 +23,7 @@ use futures::StreamExt;
 use std::future::Future;
 
 pub struct S3Storage {
-    client: aws_sdk_s3::Client,
-    bucket: String,
+    /// The client and bucket, with the write options.
     target: Target,
     concurrency: usize,
     rt: Option<tokio::runtime::Runtime>,
@@ -208,7 +207,7 @@ impl S3Storage {
         );
         Self {
             target: Target {
-                client: client.clone(),
+                client,
                 bucket: cfg.bucket.clone(),
                 sse: (!cfg.sse.is_empty()).then(|| ServerSideEncryption::from(cfg.sse.as_str())),
                 kms_key_id: (!cfg.kms_key_id.is_empty()).then(|| cfg.kms_key_id.clone()),
@@ -217,8 +216,6 @@ impl S3Storage {
                 multipart_threshold: cfg.multipart_threshold,
                 part_size: cfg.part_size.max(5 * 1024 * 1024),
             },
-            client,
-            bucket: cfg.bucket.clone(),
             concurrency: cfg.upload_concurrency.max(1),
             rt: Some(rt),
             shown,
@@ -236,7 +233,12 @@ impl S3Storage {
 
     /// The server's view of an object: size, content type, encryption and storage class.
     pub fn head(&self, key: &str) -> Result<ObjectInfo, StorageError> {
-        let req = self.client.head_object().bucket(&self.bucket).key(key);
+        let req = self
+            .target
+            .client
+            .head_object()
+            .bucket(&self.target.bucket)
+            .key(key);
         let r = self.run(async move { req.send().await });
         let o = r.map_err(|e| self.remote("reading", key, brief(&e)))?;
         Ok(ObjectInfo {
@@ -251,9 +253,10 @@ impl S3Storage {
     /// Every key under `prefix` (ListObjectsV2, all pages).
     pub fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
         let pages = self
+            .target
             .client
             .list_objects_v2()
-            .bucket(&self.bucket)
+            .bucket(&self.target.bucket)
             .prefix(prefix)
             .into_paginator()
             .send();
@@ -273,7 +276,7 @@ impl S3Storage {
     fn remote(&self, op: &'static str, key: &str, e: impl std::fmt::Display) -> StorageError {
         StorageError::Remote {
             op,
-            key: format!("s3://{}/{key}", self.bucket),
+            key: format!("s3://{}/{key}", self.target.bucket),
             message: e.to_string(),
         }
     }
@@ -343,7 +346,12 @@ impl ObjectStore for S3Storage {
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
-        let req = self.client.get_object().bucket(&self.bucket).key(key);
+        let req = self
+            .target
+            .client
+            .get_object()
+            .bucket(&self.target.bucket)
+            .key(key);
         let r = self.run(async move {
             match req.send().await {
                 Ok(o) => o
@@ -359,7 +367,7 @@ impl ObjectStore for S3Storage {
             Ok(Ok(bytes)) => Ok(bytes),
             Ok(Err(e)) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
                 Err(StorageError::NotFound {
-                    key: format!("s3://{}/{key}", self.bucket),
+                    key: format!("s3://{}/{key}", self.target.bucket),
                 })
             }
             Ok(Err(e)) => Err(self.remote("reading", key, brief(&e))),

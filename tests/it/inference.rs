@@ -82,6 +82,14 @@ fn batch() -> FrameBatch {
     }
 }
 
+/// What the in-process detector finds in `b`.
+fn builtin(b: &FrameBatch) -> Vec<Vec<framewire::inference::Detection>> {
+    let jpegs: Vec<&[u8]> = b.frames.iter().map(|f| f.jpeg.as_slice()).collect();
+    MotionDetector::new(MotionConfig::default())
+        .detect_jpegs(&jpegs)
+        .unwrap()
+}
+
 fn client(protocol: InferenceProtocol, url: &str, binary: bool) -> RemoteClient {
     RemoteClient::new(&InferenceConfig {
         protocol,
@@ -130,10 +138,7 @@ fn set<'a>(k: &[&'a str]) -> BTreeSet<&'a str> {
 fn remote_protocols_agree_with_builtin() {
     let served = Served::start();
     let b = batch();
-    let jpegs: Vec<&[u8]> = b.frames.iter().map(|f| f.jpeg.as_slice()).collect();
-    let expected = MotionDetector::new(MotionConfig::default())
-        .detect_jpegs(&jpegs)
-        .unwrap();
+    let expected = builtin(&b);
     let found: usize = expected.iter().map(Vec::len).sum();
     assert!(
         found >= 50,
@@ -174,10 +179,7 @@ fn oip_rgb_input_and_box_outputs() {
     use framewire::config::{InputFormat, OutputFormat};
     let served = Served::start();
     let b = batch();
-    let jpegs: Vec<&[u8]> = b.frames.iter().map(|f| f.jpeg.as_slice()).collect();
-    let expected = MotionDetector::new(MotionConfig::default())
-        .detect_jpegs(&jpegs)
-        .unwrap();
+    let expected = builtin(&b);
     let rgb = |binary: bool, size: &str| {
         RemoteClient::new(&InferenceConfig {
             protocol: InferenceProtocol::OipV2,

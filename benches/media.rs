@@ -1,13 +1,18 @@
 //! Stage benchmarks of the frame pipeline on one core: H.264 decode (openh264), YUV→RGB, resize
-//! (fast_image_resize), JPEG encode (jpeg-encoder, with the `image` crate's encoder beside it for
-//! comparison), at 640×480 and 1280×720. Input is the synthetic camera's scene, encoded once up
-//! front. Run: `cargo bench --bench media` (add `-- --quick` for a short run).
+//! (fast_image_resize), JPEG encode and decode with each codec (libjpeg-turbo when installed, the
+//! built-in jpeg-encoder/zune-jpeg, and the `image` crate's encoder for comparison), the camera
+//! side's YUV→JPEG stage, the detector over a batch and the annotator's draw + encode, at
+//! 640×480 and 1280×720 (the process-side stages at 640×360, W1's output size). Input is the
+//! synthetic camera's scene, encoded once up front. Run: `cargo bench --bench media` (add
+//! `-- --quick` for a short run).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fast_image_resize::images::Image;
 use fast_image_resize::{PixelType, ResizeOptions, Resizer};
+use framewire::inference::motion::{MotionConfig, MotionDetector};
+use framewire::media::annotate::Annotator;
 use framewire::media::h264::H264Decoder;
-use framewire::media::jpeg::{FrameEncoder, encode_rgb};
+use framewire::media::jpeg::{Codec, FrameEncoder};
 use framewire::media::synthetic::{SceneConfig, SyntheticCamera};
 use std::hint::black_box;
 
@@ -89,13 +94,25 @@ fn resize(c: &mut Criterion) {
     g.finish();
 }
 
+/// The codecs to compare: the built-in one, and libjpeg-turbo when this machine has it.
+fn codecs() -> Vec<Codec> {
+    let mut out = vec![Codec::Rust];
+    match framewire::media::turbo::TurboJpeg::get() {
+        Ok(t) => out.push(Codec::Turbo(t)),
+        Err(e) => eprintln!("libjpeg-turbo not benchmarked: {e}"),
+    }
+    out
+}
+
 fn encode(c: &mut Criterion) {
     let mut g = c.benchmark_group("jpeg_encode_q80");
     for (w, h) in SIZES {
         let rgb = rgb_frame(w, h);
-        g.bench_function(BenchmarkId::new("jpeg-encoder", format!("{w}x{h}")), |b| {
-            b.iter(|| encode_rgb(w, h, black_box(&rgb), 80).unwrap())
-        });
+        for codec in codecs() {
+            g.bench_function(BenchmarkId::new(codec.name(), format!("{w}x{h}")), |b| {
+                b.iter(|| codec.encode_rgb(w, h, black_box(&rgb), 80).unwrap())
+            });
+        }
         g.bench_function(BenchmarkId::new("image", format!("{w}x{h}")), |b| {
             b.iter(|| {
                 let mut out = Vec::new();
@@ -115,9 +132,22 @@ fn encode(c: &mut Criterion) {
     g.finish();
 }
 
+fn jpeg_decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("jpeg_decode_rgb");
+    for (w, h) in [(640, 360), (1280, 720)] {
+        let jpeg = Codec::Rust.encode_rgb(w, h, &rgb_frame(w, h), 80).unwrap();
+        for codec in codecs() {
+            g.bench_function(BenchmarkId::new(codec.name(), format!("{w}x{h}")), |b| {
+                b.iter(|| codec.decode_rgb(black_box(&jpeg)).unwrap())
+            });
+        }
+    }
+    g.finish();
+}
+
 fn frame_stage(c: &mut Criterion) {
-    // The whole per-frame cost after decode, as the capture thread pays it: YUV → RGB → resize to
-    // 640×360 → JPEG q80.
+    // The whole per-frame cost after decode, as the capture thread pays it: the I420 planes
+    // resized to 640×360 and JPEG-encoded at q80.
     let mut g = c.benchmark_group("yuv_to_jpeg_640x360");
     for (w, h) in SIZES {
         let mut dec = H264Decoder::new().unwrap();
@@ -125,13 +155,69 @@ fn frame_stage(c: &mut Criterion) {
             .iter()
             .find_map(|u| dec.decode(u).unwrap())
             .unwrap();
-        let mut enc = FrameEncoder::new(640, 360, 80).unwrap();
-        g.bench_function(BenchmarkId::from_parameter(format!("from_{w}x{h}")), |b| {
-            b.iter(|| enc.encode(black_box(&yuv)).unwrap())
+        for codec in codecs() {
+            let mut enc = FrameEncoder::with_codec(640, 360, 80, codec).unwrap();
+            g.bench_function(
+                BenchmarkId::new(codec.name(), format!("from_{w}x{h}")),
+                |b| b.iter(|| enc.encode(black_box(&yuv)).unwrap()),
+            );
+        }
+    }
+    g.finish();
+}
+
+/// 25 JPEG frames of the scene at 640×360, as a batch reaches the process side.
+fn batch_640x360() -> Vec<Vec<u8>> {
+    let cam = SyntheticCamera::new(SceneConfig {
+        width: 640,
+        height: 360,
+        fps: 25,
+        objects: 3,
+        seed: 7,
+    })
+    .unwrap();
+    (0..25)
+        .map(|i| {
+            let (rgb, _) = cam.render_rgb(i);
+            Codec::Rust.encode_rgb(640, 360, &rgb, 80).unwrap()
+        })
+        .collect()
+}
+
+fn process_side(c: &mut Criterion) {
+    // Per batch of 25 frames at 640×360: the built-in detector (decode + detect) and the
+    // annotator (draw + encode at q80), as the process side pays them.
+    let jpegs = batch_640x360();
+    let refs: Vec<&[u8]> = jpegs.iter().map(Vec::as_slice).collect();
+    let mut g = c.benchmark_group("process_batch_25x640x360");
+    g.throughput(Throughput::Elements(25));
+    for codec in codecs() {
+        let detector = MotionDetector::new(MotionConfig::default()).with_codec(codec);
+        g.bench_function(BenchmarkId::new("detect", codec.name()), |b| {
+            b.iter(|| detector.detect_jpegs_keeping(black_box(&refs)).unwrap())
+        });
+        let (dets, frames) = detector.detect_jpegs_keeping(&refs).unwrap();
+        let annotator = Annotator::with_codec(codec).unwrap();
+        g.bench_function(BenchmarkId::new("annotate", codec.name()), |b| {
+            b.iter(|| {
+                for (f, d) in frames.iter().zip(&dets) {
+                    let mut planes = f.clone();
+                    black_box(annotator.annotate_planes(&mut planes, d, 80).unwrap());
+                }
+            })
         });
     }
     g.finish();
 }
 
-criterion_group!(benches, decode, yuv_to_rgb, resize, encode, frame_stage);
+criterion_group!(
+    benches,
+    decode,
+    yuv_to_rgb,
+    resize,
+    encode,
+    jpeg_decode,
+    frame_stage,
+    process_side
+);
 criterion_main!(benches);

@@ -1,7 +1,7 @@
 //! `framewire bench` (W1): the whole pipeline in this process, measured. N cameras replay a
 //! pre-encoded H.264 clip of the synthetic scene in real time (encoding is the camera's cost, so
 //! the clip is encoded once and cached), every frame is sampled, resized and JPEG-encoded, batched,
-//! sent over the bus (embedded, or librdkafka's mock cluster in this process), consumed, run
+//! sent over the bus (embedded, or librdkafka's mock cluster in a child process), consumed, run
 //! through the built-in detector, annotated and stored (files, or s3s-fs as a child process).
 //!
 //! After a warm-up, the counters are read at the start and end of the measured window: frames
@@ -12,6 +12,7 @@
 
 use crate::config::{Config, Pace};
 use crate::daemon::{self, Options};
+use crate::media::jpeg::CodecChoice;
 use crate::media::synthetic::{SceneConfig, SyntheticCamera};
 use crate::metrics::{Metrics, total};
 use anyhow::Context as _;
@@ -22,7 +23,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BenchBus {
     Embedded,
-    /// librdkafka's mock cluster, hosted in this process (the real Kafka protocol over loopback).
+    /// librdkafka's mock cluster in a child process (`framewire bench-broker`): the real Kafka
+    /// protocol over loopback.
     Mock,
 }
 
@@ -60,6 +62,57 @@ pub struct BenchOptions {
     pub bus: BenchBus,
     #[arg(long, value_enum, default_value_t = BenchStorage::File)]
     pub storage: BenchStorage,
+    /// JPEG codec (`[media] jpeg_codec`): auto, libjpeg-turbo or rust.
+    #[arg(long, value_enum, default_value_t = CodecArg::Auto)]
+    pub jpeg_codec: CodecArg,
+    /// When each camera starts: `spread` at random moments (seeded) within one batch window, as
+    /// independent cameras come up, so their batches close at unrelated moments; or all at once
+    /// (`aligned`: every camera's batch closes in the same instant, the worst case for the
+    /// process side, as right after a restart of the daemon with file sources).
+    #[arg(long, value_enum, default_value_t = CameraPhase::Spread)]
+    pub camera_phase: CameraPhase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CameraPhase {
+    Spread,
+    Aligned,
+}
+
+/// Opens each camera's source the first time after its own delay (the bench's camera phases).
+struct PhasedOpener {
+    delays: std::collections::HashMap<String, Duration>,
+    started: parking_lot::Mutex<std::collections::HashSet<String>>,
+}
+
+impl crate::media::source::SourceOpener for PhasedOpener {
+    fn open(
+        &self,
+        camera: &crate::config::CameraConfig,
+        url: &crate::config::SourceUrl,
+    ) -> Result<Box<dyn crate::media::source::FrameSource>, crate::media::source::SourceError> {
+        if self.started.lock().insert(camera.id.clone()) {
+            std::thread::sleep(self.delays.get(&camera.id).copied().unwrap_or_default());
+        }
+        crate::media::source::DefaultOpener.open(camera, url)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CodecArg {
+    Auto,
+    LibjpegTurbo,
+    Rust,
+}
+
+impl From<CodecArg> for CodecChoice {
+    fn from(c: CodecArg) -> Self {
+        match c {
+            CodecArg::Auto => CodecChoice::Auto,
+            CodecArg::LibjpegTurbo => CodecChoice::LibjpegTurbo,
+            CodecArg::Rust => CodecChoice::Rust,
+        }
+    }
 }
 
 /// Seconds (fractions allowed) as a `Duration`.
@@ -76,11 +129,13 @@ struct Sample {
     latency: Vec<(f64, u64)>,
     stages: Vec<(&'static str, f64, u64)>,
     cpu: Duration,
+    /// CPU time of each peer process, in `peers` order.
+    peers_cpu: Vec<Duration>,
 }
 
 const STAGES: [&str; 5] = ["decode", "encode", "inference", "annotate", "store"];
 
-fn sample(m: &Metrics) -> Sample {
+fn sample(m: &Metrics, peers: &[Peer]) -> Sample {
     let latency = crate::metrics::buckets(&m.capture_to_stored);
     Sample {
         at: Instant::now(),
@@ -96,6 +151,7 @@ fn sample(m: &Metrics) -> Sample {
             })
             .collect(),
         cpu: cpu_time(),
+        peers_cpu: peers.iter().map(Peer::cpu).collect(),
     }
 }
 
@@ -110,7 +166,12 @@ fn cpu_time() -> Duration {
 
 /// (current, peak) resident set size in MiB, from /proc/self/status.
 pub fn rss_mb() -> (f64, f64) {
-    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    rss_of("/proc/self/status")
+}
+
+/// (VmRSS, VmHWM) in MiB from a `/proc/…/status` file; zeros if it cannot be read.
+fn rss_of(path: &str) -> (f64, f64) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
     let kb = |key: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(key))
@@ -150,25 +211,109 @@ fn clip(width: u32, height: u32, fps: u32) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// s3s-fs over a temporary directory, killed on drop.
-struct S3Child {
+/// A peer process of the bench (the Kafka broker, the S3 server), killed on drop; its CPU time
+/// and memory are read from `/proc`, so they are reported apart from framewire's.
+struct Peer {
+    name: &'static str,
     child: std::process::Child,
-    endpoint: String,
+    /// Bootstrap servers or endpoint URL.
+    address: String,
 }
 
-impl Drop for S3Child {
+impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-fn start_s3(root: &Path, bucket: &str) -> anyhow::Result<S3Child> {
+/// A peer's command, set to be killed when this process ends (also on a crash).
+fn peer_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = std::process::Command::new(program);
+    // SAFETY: prctl is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    cmd
+}
+
+impl Peer {
+    /// User + system CPU time so far, from `/proc/PID/stat`.
+    fn cpu(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        Duration::from_secs_f64(f.iter().sum::<u64>() as f64 / hz)
+    }
+
+    /// (current, peak) RSS in MiB.
+    fn rss_mb(&self) -> (f64, f64) {
+        rss_of(&format!("/proc/{}/status", self.child.id()))
+    }
+}
+
+/// `framewire bench-broker`: librdkafka's mock cluster with one topic, in its own process (a
+/// production daemon never hosts its broker, so the bench keeps the broker's memory and CPU out
+/// of framewire's figures). Prints the bootstrap servers, then serves until stdin closes.
+pub fn serve_mock_broker(topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let cluster = rdkafka::mocking::MockCluster::new(1)?;
+    cluster.create_topic(topic, partitions, 1)?;
+    println!("{}", cluster.bootstrap_servers());
+    std::io::stdout().flush()?;
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    Ok(())
+}
+
+fn start_broker(topic: &str, partitions: i32) -> anyhow::Result<Peer> {
+    use std::io::BufRead as _;
+    let mut child = peer_command(std::env::current_exe()?)
+        .args(["bench-broker", "--topic", topic])
+        .args(["--partitions", &partitions.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting the mock Kafka broker (framewire bench-broker)")?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        std::io::BufReader::new(out).read_line(&mut line)?;
+    }
+    let address = line.trim().to_string();
+    let peer = Peer {
+        name: "kafka",
+        child,
+        address,
+    };
+    anyhow::ensure!(
+        !peer.address.is_empty(),
+        "the mock broker printed no bootstrap servers"
+    );
+    Ok(peer)
+}
+
+fn start_s3(root: &Path, bucket: &str) -> anyhow::Result<Peer> {
     std::fs::create_dir_all(root.join(bucket))?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let child = std::process::Command::new("s3s-fs")
+    let child = peer_command("s3s-fs")
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .args(["--access-key", "bench", "--secret-key", "bench-secret"])
         .arg(root)
@@ -177,9 +322,10 @@ fn start_s3(root: &Path, bucket: &str) -> anyhow::Result<S3Child> {
         .spawn()
         .context("--storage s3 needs s3s-fs on PATH (cargo install s3s-fs@0.14.1 --features binary --locked)")?;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let s3 = S3Child {
+    let s3 = Peer {
+        name: "s3",
         child,
-        endpoint: format!("http://{addr}"),
+        address: format!("http://{addr}"),
     };
     let until = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
@@ -214,40 +360,57 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         .collect();
     cfg.storage.path = dir.path().join("out").display().to_string();
     cfg.annotator.jpeg_quality = 80;
+    cfg.media.jpeg_codec = o.jpeg_codec.into();
+    let codec = crate::media::jpeg::Codec::select(cfg.media.jpeg_codec)
+        .map_err(|e| anyhow::anyhow!("--jpeg-codec: {e}"))?;
     // Both cores for the CPU-bound stages of the process side.
     cfg.inference.workers = 2;
     cfg.annotator.workers = 2;
-    let cluster = match o.bus {
-        BenchBus::Embedded => None,
-        BenchBus::Mock => {
-            let cluster = rdkafka::mocking::MockCluster::new(1)?;
-            let partitions = o.cameras.max(2) as i32;
-            cluster.create_topic("framewire.bench", partitions, 1)?;
-            cfg.kafka.brokers = cluster.bootstrap_servers();
+    let mut peers: Vec<Peer> = Vec::new();
+    if o.bus == BenchBus::Mock {
+        let broker = start_broker("framewire.bench", o.cameras.max(2) as i32)?;
+        cfg.kafka.brokers = broker.address.clone();
+        peers.push(broker);
+        {
             cfg.kafka.topic = "framewire.bench".into();
             cfg.kafka.create_topic = false;
             cfg.kafka
                 .librdkafka
                 .insert("fetch.wait.max.ms".into(), "10".into());
-            Some(cluster)
         }
-    };
-    let _s3 = match o.storage {
-        BenchStorage::File => None,
-        BenchStorage::S3 => {
-            let s3 = start_s3(&dir.path().join("s3"), "bench")?;
-            cfg.storage.kind = crate::config::StorageKind::S3;
-            cfg.storage.bucket = "bench".into();
-            cfg.storage.region = "us-east-1".into();
-            cfg.storage.endpoint = s3.endpoint.clone();
-            cfg.storage.force_path_style = true;
-            cfg.storage.access_key_id = "bench".into();
-            cfg.storage.secret_access_key = "bench-secret".into();
-            Some(s3)
-        }
-    };
+    }
+    if o.storage == BenchStorage::S3 {
+        let s3 = start_s3(&dir.path().join("s3"), "bench")?;
+        cfg.storage.kind = crate::config::StorageKind::S3;
+        cfg.storage.bucket = "bench".into();
+        cfg.storage.region = "us-east-1".into();
+        cfg.storage.endpoint = s3.address.clone();
+        cfg.storage.force_path_style = true;
+        cfg.storage.access_key_id = "bench".into();
+        cfg.storage.secret_access_key = "bench-secret".into();
+        peers.push(s3);
+    }
+    // `spread`: each camera starts at a random moment (seeded, so runs repeat) within one batch
+    // window, as independent cameras do; their batches then close at unrelated moments.
+    let window = Duration::from_secs_f64(cfg.batch.frames as f64 / f64::from(o.fps));
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+    let delays = cfg
+        .cameras
+        .iter()
+        .map(|c| {
+            let at = match o.camera_phase {
+                CameraPhase::Spread => window.mul_f64(rand::Rng::random::<f64>(&mut rng)),
+                CameraPhase::Aligned => Duration::ZERO,
+            };
+            (c.id.clone(), at)
+        })
+        .collect();
     let mut opts = Options::new(cfg);
     opts.signals = false;
+    opts.opener = std::sync::Arc::new(PhasedOpener {
+        delays,
+        started: Default::default(),
+    });
     let d = daemon::start(opts)?;
     let m = d.metrics.clone();
     eprintln!(
@@ -255,10 +418,11 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         o.cameras, o.width, o.height, o.fps, o.out_width, o.out_height, o.warmup, o.duration
     );
     std::thread::sleep(o.warmup);
-    let a = sample(&m);
+    let a = sample(&m, &peers);
     std::thread::sleep(o.duration);
-    let b = sample(&m);
+    let b = sample(&m, &peers);
     let (rss, rss_peak) = rss_mb();
+    let peer_rss: Vec<(f64, f64)> = peers.iter().map(Peer::rss_mb).collect();
     d.shutdown();
 
     let secs = (b.at - a.at).as_secs_f64();
@@ -278,6 +442,24 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
     for ((name, sum_b, _), (_, sum_a, _)) in b.stages.iter().zip(&a.stages) {
         stages.insert((*name).into(), per_frame((sum_b - sum_a) * 1e3).into());
     }
+    let mut peer_report = serde_json::Map::new();
+    let mut peers_cpu = Duration::ZERO;
+    for ((p, (cb, ca)), (prss, ppeak)) in peers
+        .iter()
+        .zip(b.peers_cpu.iter().zip(&a.peers_cpu))
+        .zip(&peer_rss)
+    {
+        peers_cpu += cb.saturating_sub(*ca);
+        peer_report.insert(
+            p.name.into(),
+            serde_json::json!({
+                "cpu_ms_per_frame": per_frame(cb.saturating_sub(*ca).as_secs_f64() * 1e3),
+                "rss_mb": prss,
+                "rss_peak_mb": ppeak,
+            }),
+        );
+    }
+    let machine_cores = ((b.cpu - a.cpu) + peers_cpu).as_secs_f64() / secs;
     let report = serde_json::json!({
         "cameras": o.cameras,
         "input": format!("{}x{}@{}", o.width, o.height, o.fps),
@@ -296,6 +478,10 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         "stage_ms_per_frame": stages,
         "rss_mb": rss,
         "rss_peak_mb": rss_peak,
+        "jpeg_codec": codec.name(),
+        "camera_phase": format!("{:?}", o.camera_phase).to_lowercase(),
+        "peers": peer_report,
+        "machine_cores_busy": machine_cores,
     });
     println!("framewire bench (W1)");
     println!(
@@ -315,9 +501,23 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
     for (name, ms) in &stages {
         println!("    {name:<10} {:>6.2}", ms.as_f64().unwrap_or(0.0));
     }
+    for (name, p) in &peer_report {
+        println!(
+            "  peer {name:<6} CPU {:.2} ms/frame   RSS {:.0} MiB (peak {:.0})",
+            p["cpu_ms_per_frame"].as_f64().unwrap_or(0.0),
+            p["rss_mb"].as_f64().unwrap_or(0.0),
+            p["rss_peak_mb"].as_f64().unwrap_or(0.0)
+        );
+    }
+    println!(
+        "  JPEG codec {}, camera phases {:?}; all processes kept {machine_cores:.2} of {} cores busy",
+        codec.name(),
+        o.camera_phase,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!("{report}");
-    // The process ends next: keep the mock cluster up until then, so the daemon's bus clients,
-    // still closing, do not log a storm of connection errors after the report.
-    std::mem::forget(cluster);
+    // The process ends next: keep the peers up until then (they die with it, PR_SET_PDEATHSIG),
+    // so the daemon's bus clients, still closing, do not log a storm of connection errors.
+    std::mem::forget(peers);
     Ok(report)
 }

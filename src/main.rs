@@ -64,6 +64,15 @@ enum Command {
     /// W1: the whole pipeline in this process over N cameras replaying a 720p clip in real time;
     /// prints a table, then one JSON line (fps, dropped, p50_ms, p99_ms, rss_mb, …).
     Bench(framewire::bench::BenchOptions),
+    /// The bench's Kafka broker: librdkafka's mock cluster with one topic, in its own process.
+    /// Prints the bootstrap servers, then serves until stdin closes.
+    #[command(hide = true)]
+    BenchBroker {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partitions: i32,
+    },
     /// Check a config file; exit 0 when valid, 2 with every problem listed otherwise.
     Validate {
         #[arg(long, short)]
@@ -94,7 +103,9 @@ fn main() -> ExitCode {
         unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     }
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Bench(_)) && std::env::var_os("RUST_LOG").is_none() {
+    if matches!(cli.command, Command::Bench(_) | Command::BenchBroker { .. })
+        && std::env::var_os("RUST_LOG").is_none()
+    {
         // The report is the output; only problems are logged.
         // SAFETY: single-threaded here, before any other thread exists.
         unsafe { std::env::set_var("RUST_LOG", "warn,librdkafka=error,rdkafka=error") };
@@ -108,6 +119,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::BenchBroker { topic, partitions } => {
+            match framewire::bench::serve_mock_broker(&topic, partitions) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("framewire bench-broker: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::ServeInference {
             listen,
             protocol,

@@ -46,6 +46,7 @@ struct CameraEntry {
 pub struct StatusRegistry {
     started: Instant,
     generation: AtomicU64,
+    jpeg_codec: Mutex<&'static str>,
     instances: AtomicU64,
     actors: Mutex<BTreeMap<String, ActorEntry>>,
     cameras: Mutex<BTreeMap<String, CameraEntry>>,
@@ -110,6 +111,7 @@ impl StatusRegistry {
         Self {
             started: Instant::now(),
             generation: AtomicU64::new(1),
+            jpeg_codec: Mutex::new(""),
             instances: AtomicU64::new(0),
             actors: Mutex::new(BTreeMap::new()),
             cameras: Mutex::new(BTreeMap::new()),
@@ -123,6 +125,11 @@ impl StatusRegistry {
 
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
+    }
+
+    /// The JPEG codec in use (`"libjpeg-turbo"` or `"rust"`), shown in `/status`.
+    pub fn set_jpeg_codec(&self, name: &'static str) {
+        *self.jpeg_codec.lock() = name;
     }
 
     /// A new incarnation of an actor (first start, or replacement by a reload): it owns the entry
@@ -309,6 +316,7 @@ impl StatusRegistry {
         serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
             "config_generation": self.generation(),
+            "jpeg_codec": *self.jpeg_codec.lock(),
             "uptime_seconds": self.uptime().as_secs_f64(),
             "actors": actors,
             "cameras": cameras,

@@ -8,6 +8,7 @@ use super::inference::Detections;
 use super::{Life, PanicGuard, Retire, StageError};
 use crate::config::AnnotatorConfig;
 use crate::media::annotate::Annotator;
+use crate::media::jpeg::{Codec, DecodedFrames};
 use crate::wire::FrameBatch;
 use actix::prelude::*;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ pub type Annotated = Arc<Vec<Vec<u8>>>;
 
 pub struct AnnotatorActor {
     cfg: AnnotatorConfig,
+    codec: Codec,
     annotator: Option<Arc<Annotator>>,
     permits: Arc<Semaphore>,
     life: Life,
@@ -25,10 +27,11 @@ pub struct AnnotatorActor {
 }
 
 impl AnnotatorActor {
-    pub fn new(cfg: AnnotatorConfig, life: Life, guard: PanicGuard) -> Self {
+    pub fn new(cfg: AnnotatorConfig, codec: Codec, life: Life, guard: PanicGuard) -> Self {
         let permits = Arc::new(Semaphore::new(cfg.workers));
         Self {
             cfg,
+            codec,
             annotator: None,
             permits,
             life,
@@ -42,7 +45,7 @@ impl Actor for AnnotatorActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(64);
         let delay = self.life.starting();
-        ctx.run_later(delay, |a, ctx| match Annotator::new() {
+        ctx.run_later(delay, |a, ctx| match Annotator::with_codec(a.codec) {
             Ok(an) => {
                 a.annotator = Some(Arc::new(an));
                 a.life.running();
@@ -69,8 +72,9 @@ impl Supervised for AnnotatorActor {
 pub struct Annotate {
     pub batch: Arc<FrameBatch>,
     pub detections: Detections,
-    /// The frames already decoded (by the built-in detector); decoded here when None.
-    pub frames: Option<Arc<Vec<crate::media::jpeg::RgbImage>>>,
+    /// The frames already decoded (by the built-in detector), drawn on in place; a frame that
+    /// is not there (remote inference, or taken by an earlier attempt) is decoded here.
+    pub frames: Option<Arc<DecodedFrames>>,
 }
 
 impl Handler<Annotate> for AnnotatorActor {
@@ -107,14 +111,10 @@ impl Handler<Annotate> for AnnotatorActor {
                             // (no decode, no second JPEG generation).
                             return Ok(f.jpeg.clone());
                         }
-                        match frames.as_ref().and_then(|fr| fr.get(i)) {
-                            Some(rgb) => annotator.annotate_rgb(
-                                rgb.width,
-                                rgb.height,
-                                rgb.data.clone(),
-                                dets,
-                                quality,
-                            ),
+                        match frames.as_ref().and_then(|fr| fr.take(i)) {
+                            Some(mut planes) => {
+                                annotator.annotate_planes(&mut planes, dets, quality)
+                            }
                             None => annotator.annotate_jpeg(&f.jpeg, dets, quality),
                         }
                         .map_err(|e| {

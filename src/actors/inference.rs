@@ -2,7 +2,9 @@
 //! consumer's batch tasks and answers with one list of detections per frame and the model that
 //! made them. Protocol `builtin` runs the motion detector on tokio's blocking pool; `optifye` and
 //! `oip-v2` call a remote service through `inference::client` (blocking HTTP, also on the blocking
-//! pool). At most `inference.workers` batches at once, each bounded by `inference.timeout`. A
+//! pool). At most `inference.workers` batches at once, each bounded by `inference.timeout`; with
+//! the built-in detector a batch's decoded frames (YCbCr planes, handed on to the annotator) keep
+//! its worker slot until the annotator is done with them, which bounds their memory. A
 //! timeout, an unreachable service or a 5xx is transient (the consumer retries with backoff); an
 //! undecodable frame, a 4xx, an unparseable answer or a panic is permanent for that batch. Requests
 //! are counted in `framewire_inference_requests_total{protocol,outcome}` and timed. Remote calls go
@@ -16,7 +18,7 @@ use crate::inference::Detection;
 use crate::inference::breaker::{Breaker, BreakerConfig, BreakerState};
 use crate::inference::client::RemoteClient;
 use crate::inference::motion::{MotionConfig, MotionDetector};
-use crate::media::jpeg::RgbImage;
+use crate::media::jpeg::{Codec, DecodedFrames};
 use crate::storage::results::Model;
 use crate::wire::FrameBatch;
 use actix::prelude::*;
@@ -33,7 +35,7 @@ pub struct Inferred {
     pub model: Model,
     /// The frames as decoded for the built-in detector, handed on so the annotator does not
     /// decode them again (None for remote protocols).
-    pub frames: Option<Arc<Vec<RgbImage>>>,
+    pub frames: Option<Arc<DecodedFrames>>,
 }
 
 #[derive(Clone)]
@@ -53,16 +55,17 @@ pub struct InferenceActor {
 }
 
 impl InferenceActor {
-    pub fn new(cfg: InferenceConfig, life: Life, guard: PanicGuard) -> Self {
+    pub fn new(cfg: InferenceConfig, codec: Codec, life: Life, guard: PanicGuard) -> Self {
         let backend = match cfg.protocol {
-            InferenceProtocol::Builtin => Ok(Backend::Builtin(Arc::new(MotionDetector::new(
-                MotionConfig {
+            InferenceProtocol::Builtin => Ok(Backend::Builtin(Arc::new(
+                MotionDetector::new(MotionConfig {
                     threshold: cfg.motion_threshold,
                     min_area_fraction: cfg.min_area_fraction,
                     ..MotionConfig::default()
-                },
-            )))),
-            _ => RemoteClient::new(&cfg).map(|c| Backend::Remote(Arc::new(c))),
+                })
+                .with_codec(codec),
+            ))),
+            _ => RemoteClient::new(&cfg).map(|c| Backend::Remote(Arc::new(c.with_codec(codec)))),
         };
         let permits = Arc::new(Semaphore::new(cfg.workers));
         let breaker = (cfg.protocol != InferenceProtocol::Builtin).then(|| {
@@ -162,7 +165,9 @@ impl Handler<Infer> for InferenceActor {
                 }),
                 None => None,
             };
-            let _permit = permits
+            // For the built-in detector the permit travels with the decoded frames to the
+            // annotator, so at most `workers` batches of decoded frames exist at once.
+            let permit = permits
                 .acquire_owned()
                 .await
                 .map_err(|_| StageError::transient("inference", "detector pool closed"))?;
@@ -189,7 +194,7 @@ impl Handler<Infer> for InferenceActor {
                     let (dets, frames) = detector.detect_jpegs_keeping(&jpegs).map_err(|e| {
                         StageError::permanent("inference", format!("batch {}: {e}", batch.batch_id))
                     })?;
-                    Ok((dets, Some(Arc::new(frames))))
+                    Ok((dets, Some(frames)))
                 }
                 Backend::Remote(client) => client.infer(&batch).map(|d| (d, None)).map_err(|e| {
                     if e.is_permanent() {
@@ -225,6 +230,7 @@ impl Handler<Infer> for InferenceActor {
                 .with_label_values(&[protocol])
                 .observe(t.elapsed().as_secs_f64());
             let (dets, frames) = result?;
+            let frames = frames.map(|f| Arc::new(DecodedFrames::new(f).holding(permit)));
             metrics
                 .stage_duration
                 .with_label_values(&["inference"])

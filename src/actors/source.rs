@@ -14,8 +14,8 @@ use super::batcher::{CapturedFrame, FrameQueue};
 use super::{Life, PanicGuard, Retire, Shared};
 use crate::config::{CameraConfig, SourceUrl};
 use crate::media::TruthBox;
-use crate::media::h264::{H264Decoder, YuvFrame};
-use crate::media::jpeg::{FrameEncoder, scale_box};
+use crate::media::h264::{H264Decoder, YuvView};
+use crate::media::jpeg::{Codec, FrameEncoder, scale_box};
 use crate::media::source::{EncodedUnit, Sampler, SourceError};
 use crate::status::ActorState;
 use actix::prelude::*;
@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 pub struct SourceActor {
     camera: CameraConfig,
     url: SourceUrl,
+    codec: Codec,
     queue: Arc<FrameQueue>,
     life: Life,
     stop: Option<Arc<AtomicBool>>,
@@ -39,6 +40,7 @@ impl SourceActor {
     pub fn new(
         camera: CameraConfig,
         url: SourceUrl,
+        codec: Codec,
         queue: Arc<FrameQueue>,
         life: Life,
         guard: PanicGuard,
@@ -49,6 +51,7 @@ impl SourceActor {
         Self {
             camera,
             url,
+            codec,
             queue,
             life,
             stop: None,
@@ -65,9 +68,10 @@ impl SourceActor {
         self.stop = Some(stop.clone());
         self.worker += 1;
         let worker = self.worker;
-        let (camera, url, shared, queue, me) = (
+        let (camera, url, codec, shared, queue, me) = (
             self.camera.clone(),
             self.url.clone(),
+            self.codec,
             self.life.shared.clone(),
             self.queue.clone(),
             ctx.address(),
@@ -78,6 +82,7 @@ impl SourceActor {
                 let capture = Capture {
                     camera: &camera,
                     url: &url,
+                    codec,
                     shared: &shared,
                     queue: &queue,
                     stop: &stop,
@@ -192,14 +197,15 @@ impl Handler<Retire> for SourceActor {
 struct Capture<'a> {
     camera: &'a CameraConfig,
     url: &'a SourceUrl,
+    codec: Codec,
     shared: &'a Shared,
     queue: &'a FrameQueue,
     stop: &'a AtomicBool,
 }
 
-/// Per-run state of the decode → sample → encode chain.
+/// Per-run state of the sample → encode chain (the decoder is kept beside it, because the
+/// picture handed to the chain is borrowed from the decoder's buffers).
 struct Chain {
-    decoder: H264Decoder,
     encoder: FrameEncoder,
     sampler: Sampler,
     seq: u64,
@@ -243,12 +249,13 @@ impl Capture<'_> {
             camera: id.to_string(),
             reason,
         };
+        let mut decoder = H264Decoder::new().map_err(|e| err(e.to_string()))?;
         let mut chain = Chain {
-            decoder: H264Decoder::new().map_err(|e| err(e.to_string()))?,
-            encoder: FrameEncoder::new(
+            encoder: FrameEncoder::with_codec(
                 self.camera.width,
                 self.camera.height,
                 self.camera.jpeg_quality,
+                self.codec,
             )
             .map_err(|e| err(e.to_string()))?,
             sampler: Sampler::new(self.camera.sample_fps),
@@ -264,10 +271,10 @@ impl Capture<'_> {
                 Some(unit) => {
                     chain.m.captured.inc();
                     let t = Instant::now();
-                    match chain.decoder.decode(&unit.annexb) {
+                    match decoder.decode_picture(&unit.annexb) {
                         Ok(Some(picture)) => {
                             chain.m.decode_time.observe(t.elapsed().as_secs_f64());
-                            self.frame(&mut chain, picture, &unit)?;
+                            self.frame(&mut chain, picture.view(), &unit)?;
                         }
                         Ok(None) => {}
                         Err(e) => {
@@ -284,7 +291,7 @@ impl Capture<'_> {
                 }
                 None => {
                     // End of a file: the decoder still holds reordered pictures.
-                    let flushed = chain.decoder.flush().map_err(|e| err(e.to_string()))?;
+                    let flushed = decoder.flush().map_err(|e| err(e.to_string()))?;
                     if let Some(unit) = &last {
                         // Held-back pictures come after the last unit, one frame interval apart
                         // (the sampler keys on capture time, so they need their own).
@@ -294,7 +301,7 @@ impl Capture<'_> {
                             let capture_us = unit.capture_us + interval * (k as i64 + 1);
                             self.frame(
                                 &mut chain,
-                                picture,
+                                picture.view(),
                                 &EncodedUnit {
                                     capture_us,
                                     ..unit.clone()
@@ -305,7 +312,7 @@ impl Capture<'_> {
                     if !self.camera.loop_file {
                         return Ok(());
                     }
-                    chain.decoder = H264Decoder::new().map_err(|e| err(e.to_string()))?;
+                    decoder = H264Decoder::new().map_err(|e| err(e.to_string()))?;
                     source = self.shared.opener.open(self.camera, self.url)?;
                 }
             }
@@ -317,7 +324,7 @@ impl Capture<'_> {
     fn frame(
         &self,
         chain: &mut Chain,
-        picture: YuvFrame,
+        picture: YuvView<'_>,
         unit: &EncodedUnit,
     ) -> Result<(), SourceError> {
         let id = self.camera.id.as_str();
@@ -331,7 +338,7 @@ impl Capture<'_> {
         let t = Instant::now();
         let jpeg = chain
             .encoder
-            .encode(&picture)
+            .encode_view(picture)
             .map_err(|e| SourceError::Read {
                 camera: id.to_string(),
                 reason: format!("JPEG encoding failed: {e}"),

@@ -120,6 +120,7 @@ impl Root {
         let source = SourceActor::new(
             cam.clone(),
             url,
+            self.cfg.media.codec(),
             queue,
             self.life("source", Some(&cam.id)),
             self.guard(unit, "source", ctx),
@@ -185,11 +186,13 @@ impl Root {
         let h = self.pipeline.handle();
         let inference = InferenceActor::new(
             self.cfg.inference.clone(),
+            self.cfg.media.codec(),
             self.life("inference", None),
             self.guard(Unit::Process, "inference", ctx),
         );
         let annotator = AnnotatorActor::new(
             self.cfg.annotator.clone(),
+            self.cfg.media.codec(),
             self.life("annotator", None),
             self.guard(Unit::Process, "annotator", ctx),
         );
@@ -275,6 +278,9 @@ impl Root {
         if self.role.process() && (diff.kafka_changed || diff.process_changed) {
             self.start_process(ctx);
         }
+        if old.media != self.cfg.media {
+            self.show_codec();
+        }
         self.generation += 1;
         self.shared.status.set_generation(self.generation);
         self.shared
@@ -301,9 +307,25 @@ impl Root {
     }
 }
 
+impl Root {
+    /// Logs the JPEG codec in use and shows it in `/status`.
+    fn show_codec(&self) {
+        let codec = self.cfg.media.codec();
+        if let (crate::media::jpeg::Codec::Rust, Err(why)) =
+            (codec, crate::media::turbo::TurboJpeg::get())
+        {
+            tracing::info!(jpeg_codec = codec.name(), "JPEG codec: built-in ({why})");
+        } else {
+            tracing::info!(jpeg_codec = codec.name(), "JPEG codec: {}", codec.name());
+        }
+        self.shared.status.set_jpeg_codec(codec.name());
+    }
+}
+
 impl Actor for Root {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.show_codec();
         if self.role.ingest() {
             self.start_producer(ctx);
             for cam in self.cfg.cameras.clone() {

@@ -20,6 +20,9 @@ pub struct ConfigDiff {
     pub http_changed: bool,
 }
 
+// `[media]` is used by both halves: a change restarts every camera (`batch_changed`) and the
+// process side (`process_changed`).
+
 impl ConfigDiff {
     pub fn between(old: &Config, new: &Config) -> Self {
         let mut d = ConfigDiff::default();
@@ -38,12 +41,14 @@ impl ConfigDiff {
         // The batchers encode and size-check messages, and write claim-checked frames.
         let (ok, nk) = (&old.kafka, &new.kafka);
         d.batch_changed = old.batch != new.batch
+            || old.media != new.media
             || ok.wire_format != nk.wire_format
             || ok.max_message_bytes != nk.max_message_bytes
             || ok.claim_check != nk.claim_check
             || (nk.claim_check && old.storage != new.storage);
         d.kafka_changed = old.kafka != new.kafka;
         d.process_changed = old.inference != new.inference
+            || old.media != new.media
             || old.annotator != new.annotator
             || old.storage != new.storage;
         d.supervisor_changed = old.supervisor != new.supervisor;

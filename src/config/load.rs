@@ -510,6 +510,9 @@ fn validate(cfg: &Config, role: Role) -> Vec<Problem> {
             format!("{} must be from 1 to 100", cfg.annotator.jpeg_quality),
         );
     }
+    if let Err(reason) = crate::media::jpeg::Codec::select(cfg.media.jpeg_codec) {
+        add("media.jpeg_codec".into(), reason);
+    }
     let st = &cfg.storage;
     if st.kind == crate::config::StorageKind::S3 {
         if st.bucket.is_empty() {

@@ -48,6 +48,7 @@ pub struct Config {
     pub annotator: AnnotatorConfig,
     pub storage: StorageConfig,
     pub supervisor: SupervisorConfig,
+    pub media: MediaConfig,
 }
 
 impl Default for Config {
@@ -70,6 +71,7 @@ impl Default for Config {
             annotator: AnnotatorConfig::default(),
             storage: StorageConfig::default(),
             supervisor: SupervisorConfig::default(),
+            media: MediaConfig::default(),
         }
     }
 }
@@ -429,6 +431,23 @@ impl Default for InferenceConfig {
             breaker_failures: 5,
             breaker_open: Duration::from_secs(5),
         }
+    }
+}
+
+/// How frames are encoded and decoded, for every camera and the process side.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MediaConfig {
+    /// `auto` (libjpeg-turbo when installed, else the built-in Rust codecs), `libjpeg-turbo`
+    /// (required), or `rust`.
+    pub jpeg_codec: crate::media::jpeg::CodecChoice,
+}
+
+impl MediaConfig {
+    /// The codec this config selects; the built-in one if a required libjpeg-turbo vanished
+    /// after validation.
+    pub fn codec(&self) -> crate::media::jpeg::Codec {
+        crate::media::jpeg::Codec::select(self.jpeg_codec).unwrap_or_default()
     }
 }
 

@@ -41,6 +41,8 @@ pub struct RemoteClient {
     labels: Mutex<Option<Vec<String>>>,
     /// `oip-v2` RGB input: the model's input size (width, height) from its metadata, if fixed.
     model_size: Mutex<Option<(u32, u32)>>,
+    /// Decodes frames for `input_format = "rgb"`.
+    codec: crate::media::jpeg::Codec,
 }
 
 struct Answer {
@@ -71,7 +73,13 @@ impl RemoteClient {
             cfg: cfg.clone(),
             labels: Mutex::new(labels),
             model_size: Mutex::new(None),
+            codec: crate::media::jpeg::Codec::default(),
         })
+    }
+
+    /// The same client, decoding frames for RGB input with `codec`.
+    pub fn with_codec(self, codec: crate::media::jpeg::Codec) -> Self {
+        Self { codec, ..self }
     }
 
     pub fn protocol(&self) -> &'static str {
@@ -215,7 +223,9 @@ impl RemoteClient {
                 let mut target =
                     crate::config::parse_size(&self.cfg.input_size).or(*self.model_size.lock());
                 for (i, j) in jpegs.iter().enumerate() {
-                    let (w, h, rgb) = crate::media::jpeg::decode_rgb(j)
+                    let (w, h, rgb) = self
+                        .codec
+                        .decode_rgb(j)
                         .map_err(|e| permanent(format!("frame {i}: {e}")))?;
                     let to = *target.get_or_insert((w, h));
                     let resized = crate::media::jpeg::resize_rgb(w, h, &rgb, to)

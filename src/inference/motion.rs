@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::Detection;
-use crate::media::jpeg::RgbImage;
+use crate::media::jpeg::Codec;
+use crate::media::planes::{Planes, ycbcr_of};
 
 /// Named colours the synthetic camera paints objects with; detections are labelled with these.
 pub const PALETTE: [(&str, [u8; 3]); 8] = [
@@ -105,6 +106,7 @@ pub enum MotionError {
 #[derive(Debug, Clone)]
 pub struct MotionDetector {
     cfg: MotionConfig,
+    codec: Codec,
 }
 
 /// Geometry of one batch: full resolution, working resolution and scale factor.
@@ -142,8 +144,17 @@ impl Geometry {
 }
 
 impl MotionDetector {
+    /// A detector decoding JPEGs with the default codec.
     pub fn new(cfg: MotionConfig) -> Self {
-        Self { cfg }
+        Self {
+            cfg,
+            codec: Codec::default(),
+        }
+    }
+
+    /// The same detector, decoding JPEGs with `codec`.
+    pub fn with_codec(self, codec: Codec) -> Self {
+        Self { codec, ..self }
     }
 
     /// Detect moving objects in every frame of one batch. `frames` are RGB8 images all of
@@ -170,27 +181,33 @@ impl MotionDetector {
         if frames.len() < MIN_FRAMES {
             return Ok(vec![Vec::new(); frames.len()]);
         }
-        let plane = geo.small_pixels() * 3;
-        let mut stack = vec![0u8; plane * frames.len()];
-        let mut acc = Vec::new();
-        for (frame, out) in frames.iter().zip(stack.chunks_exact_mut(plane)) {
-            downscale_into(frame, &geo, &mut acc, out);
+        let n = geo.small_pixels();
+        let mut stack = vec![0u8; 3 * n * frames.len()];
+        let (mut acc, mut small) = (Vec::new(), vec![0u8; 3 * n]);
+        for (frame, out) in frames.iter().zip(stack.chunks_exact_mut(3 * n)) {
+            downscale_into(frame, &geo, &mut acc, &mut small);
+            let (y, chroma) = out.split_at_mut(n);
+            let (cb, cr) = chroma.split_at_mut(n);
+            for (i, px) in small.chunks_exact(3).enumerate() {
+                [y[i], cb[i], cr[i]] = ycbcr_of([px[0], px[1], px[2]]);
+            }
         }
         Ok(self.detect_small(&geo, &stack))
     }
 
-    /// Same as [`Self::detect_rgb`], from JPEG bytes decoded to RGB with zune-jpeg. A frame that
-    /// does not decode, or differs in size from frame 0, is an error naming its index.
+    /// Same as [`Self::detect_rgb`], from JPEG bytes decoded (to YCbCr planes) with the
+    /// detector's codec. A frame that does not decode, or differs in size from frame 0, is an
+    /// error naming its index.
     pub fn detect_jpegs(&self, jpegs: &[&[u8]]) -> Result<Vec<Vec<Detection>>, MotionError> {
         self.decode_and_detect(jpegs, None)
     }
 
-    /// [`Self::detect_jpegs`] that also returns the decoded frames, for a later stage that needs
-    /// them (the annotator) and would otherwise decode them again.
+    /// [`Self::detect_jpegs`] that also returns the decoded frames (YCbCr 4:2:0 planes), for a
+    /// later stage that needs them (the annotator) and would otherwise decode them again.
     pub fn detect_jpegs_keeping(
         &self,
         jpegs: &[&[u8]],
-    ) -> Result<(Vec<Vec<Detection>>, Vec<RgbImage>), MotionError> {
+    ) -> Result<(Vec<Vec<Detection>>, Vec<Planes>), MotionError> {
         let mut kept = Vec::with_capacity(jpegs.len());
         let dets = self.decode_and_detect(jpegs, Some(&mut kept))?;
         Ok((dets, kept))
@@ -199,16 +216,25 @@ impl MotionDetector {
     fn decode_and_detect(
         &self,
         jpegs: &[&[u8]],
-        mut keep: Option<&mut Vec<RgbImage>>,
+        mut keep: Option<&mut Vec<Planes>>,
     ) -> Result<Vec<Vec<Detection>>, MotionError> {
         let mut geo: Option<Geometry> = None;
         let mut stack = Vec::new();
-        let mut acc = Vec::new();
         for (index, jpeg) in jpegs.iter().enumerate() {
-            let (w, h, rgb) =
-                decode_rgb(jpeg).map_err(|reason| MotionError::Decode { index, reason })?;
+            let planes = self
+                .codec
+                .decode_planes(jpeg)
+                .map_err(|e| MotionError::Decode {
+                    index,
+                    reason: e.to_string(),
+                })?;
+            let (w, h) = (planes.width, planes.height);
             let g = match geo {
-                None => *geo.insert(Geometry::new(w, h, self.cfg.downscale)?),
+                None => {
+                    let g = Geometry::new(w, h, self.cfg.downscale)?;
+                    stack.reserve_exact(g.small_pixels() * 3 * jpegs.len());
+                    *geo.insert(g)
+                }
                 Some(g) if (g.width, g.height) == (w as usize, h as usize) => g,
                 Some(g) => {
                     return Err(MotionError::SizeMismatch {
@@ -223,13 +249,9 @@ impl MotionDetector {
             let plane = g.small_pixels() * 3;
             let start = stack.len();
             stack.resize(start + plane, 0);
-            downscale_into(&rgb, &g, &mut acc, &mut stack[start..]);
+            downscale_planes(&planes, &g, &mut stack[start..]);
             if let Some(kept) = keep.as_deref_mut() {
-                kept.push(RgbImage {
-                    width: w,
-                    height: h,
-                    data: rgb,
-                });
+                kept.push(planes);
             }
         }
         match geo {
@@ -238,7 +260,8 @@ impl MotionDetector {
         }
     }
 
-    /// Runs the pipeline on `stack`: the downscaled frames back to back (≥ `MIN_FRAMES`).
+    /// Runs the pipeline on `stack`: the downscaled frames back to back (≥ `MIN_FRAMES`), each
+    /// as three planes of the working resolution: Y, Cb, Cr (JFIF full range).
     fn detect_small(&self, geo: &Geometry, stack: &[u8]) -> Vec<Vec<Detection>> {
         let pixels = geo.small_pixels();
         let plane = pixels * 3;
@@ -281,16 +304,14 @@ impl MotionDetector {
     }
 }
 
-/// Decodes a JPEG to packed RGB8 (`media::jpeg`); the error is a human-readable reason.
-fn decode_rgb(jpeg: &[u8]) -> Result<(u32, u32, Vec<u8>), String> {
-    crate::media::jpeg::decode_rgb(jpeg).map_err(|e| e.to_string())
-}
-
 /// Box-averages `src` (full-resolution RGB8) into `dst` (working resolution; edge blocks may be
 /// partial and are averaged over the pixels they hold). `acc` is a reusable row of column sums:
 /// rows are summed first (vectorised), then each block of columns.
 fn downscale_into(src: &[u8], geo: &Geometry, acc: &mut Vec<u32>, dst: &mut [u8]) {
     let (row_len, s) = (geo.width * 3, geo.scale);
+    if s == 2 && geo.width.is_multiple_of(2) && geo.height.is_multiple_of(2) {
+        return halve_rgb(src, row_len, acc, dst);
+    }
     acc.clear();
     acc.resize(row_len, 0);
     for (by, out_row) in dst.chunks_exact_mut(geo.small_w * 3).enumerate() {
@@ -310,6 +331,79 @@ fn downscale_into(src: &[u8], geo: &Geometry, acc: &mut Vec<u32>, dst: &mut [u8]
             }
             for c in 0..3 {
                 out[c] = ((sums[c] + n / 2) / n) as u8;
+            }
+        }
+    }
+}
+
+/// Downscales YCbCr 4:2:0 planes to the working resolution, as the detector's three planes Y,
+/// Cb, Cr in `dst`: each block's mean luma and the mean of the chroma samples covering it. At
+/// scale 2 with even sizes a block is four luma samples and exactly one chroma sample (the fast
+/// path: a 2×2 mean of luma, chroma rows copied).
+fn downscale_planes(p: &Planes, geo: &Geometry, dst: &mut [u8]) {
+    let (w, s, n) = (geo.width, geo.scale, geo.small_pixels());
+    let (cw, ch) = (w.div_ceil(2), geo.height.div_ceil(2));
+    let (y_out, chroma) = dst.split_at_mut(n);
+    let (cb_out, cr_out) = chroma.split_at_mut(n);
+    if s == 2 && w.is_multiple_of(2) && geo.height.is_multiple_of(2) {
+        for (by, out) in y_out.chunks_exact_mut(geo.small_w).enumerate() {
+            let top = &p.y[2 * by * w..2 * by * w + w];
+            let bottom = &p.y[(2 * by + 1) * w..(2 * by + 1) * w + w];
+            for ((o, t), b) in out
+                .iter_mut()
+                .zip(top.chunks_exact(2))
+                .zip(bottom.chunks_exact(2))
+            {
+                let sum = u16::from(t[0]) + u16::from(t[1]) + u16::from(b[0]) + u16::from(b[1]);
+                *o = ((sum + 2) >> 2) as u8;
+            }
+        }
+        cb_out.copy_from_slice(&p.cb[..n]);
+        cr_out.copy_from_slice(&p.cr[..n]);
+        return;
+    }
+    let mean = |plane: &[u8], stride: usize, xs: (usize, usize), ys: (usize, usize)| {
+        let (mut sum, mut count) = (0u32, 0u32);
+        for y in ys.0..ys.1 {
+            for x in xs.0..xs.1 {
+                sum += u32::from(plane[y * stride + x]);
+                count += 1;
+            }
+        }
+        ((sum + count / 2) / count.max(1)) as u8
+    };
+    for by in 0..geo.small_h {
+        let (y0, y1) = (by * s, ((by + 1) * s).min(geo.height));
+        for bx in 0..geo.small_w {
+            let (x0, x1) = (bx * s, ((bx + 1) * s).min(w));
+            let i = by * geo.small_w + bx;
+            y_out[i] = mean(&p.y, w, (x0, x1), (y0, y1));
+            let cx = (x0 / 2, x1.div_ceil(2).min(cw));
+            let cy = (y0 / 2, y1.div_ceil(2).min(ch));
+            cb_out[i] = mean(&p.cb, cw, cx, cy);
+            cr_out[i] = mean(&p.cr, cw, cx, cy);
+        }
+    }
+}
+
+/// The common case of [`downscale_into`] (scale 2, even sizes): each output pixel is the rounded
+/// mean of a 2×2 block. Rows are summed pairwise into `acc` first (vectorised), then adjacent
+/// pixels of that sum.
+fn halve_rgb(src: &[u8], row_len: usize, acc: &mut Vec<u32>, dst: &mut [u8]) {
+    acc.clear();
+    acc.resize(row_len, 0);
+    let out_len = row_len / 2;
+    for (pair, out_row) in src
+        .chunks_exact(2 * row_len)
+        .zip(dst.chunks_exact_mut(out_len))
+    {
+        let (top, bottom) = pair.split_at(row_len);
+        for ((a, &t), &b) in acc.iter_mut().zip(top).zip(bottom) {
+            *a = u32::from(t) + u32::from(b);
+        }
+        for (out, block) in out_row.chunks_exact_mut(3).zip(acc.chunks_exact(6)) {
+            for c in 0..3 {
+                out[c] = ((block[c] + block[c + 3] + 2) >> 2) as u8;
             }
         }
     }
@@ -341,17 +435,31 @@ fn temporal_median(frames: &[&[u8]], out: &mut [u8]) {
     }
 }
 
-/// Per pixel: `diff` = max over channels of |frame − background|, `mask` = diff > threshold.
+/// Per pixel: `diff` = the largest RGB channel difference between frame and background (from the
+/// Y, Cb, Cr differences, JFIF's inverse transform being linear), `mask` = diff > threshold. Both
+/// are three planes (Y, Cb, Cr) of `diff.len()` pixels.
 fn foreground(frame: &[u8], background: &[u8], threshold: u8, diff: &mut [u8], mask: &mut [u8]) {
-    let pixels = frame.chunks_exact(3).zip(background.chunks_exact(3));
-    for (((f, b), d), m) in pixels.zip(diff.iter_mut()).zip(mask.iter_mut()) {
-        let v = f[0]
-            .abs_diff(b[0])
-            .max(f[1].abs_diff(b[1]))
-            .max(f[2].abs_diff(b[2]));
-        *d = v;
-        *m = u8::from(v > threshold);
+    let n = diff.len();
+    let ((fy, fb, fr), (by, bb, br)) = (split3(frame, n), split3(background, n));
+    for i in 0..n {
+        let dy = i32::from(fy[i]) - i32::from(by[i]);
+        let db = i32::from(fb[i]) - i32::from(bb[i]);
+        let dr = i32::from(fr[i]) - i32::from(br[i]);
+        let half = 1 << 15;
+        let red = dy + ((91881 * dr + half) >> 16);
+        let green = dy - ((22554 * db + 46802 * dr + half) >> 16);
+        let blue = dy + ((116130 * db + half) >> 16);
+        let v = red.abs().max(green.abs()).max(blue.abs()).min(255) as u8;
+        diff[i] = v;
+        mask[i] = u8::from(v > threshold);
     }
+}
+
+/// The three planes of `n` pixels each in a detector frame: Y, Cb, Cr.
+fn split3(frame: &[u8], n: usize) -> (&[u8], &[u8], &[u8]) {
+    let (y, c) = frame.split_at(n);
+    let (cb, cr) = c.split_at(n);
+    (y, cb, &cr[..n])
 }
 
 /// Buffers reused across the frames of a batch (no per-pixel allocation).
@@ -415,9 +523,10 @@ struct Blob {
     max_x: usize,
     max_y: usize,
     diff_sum: u64,
-    rgb_sum: [u64; 3],
+    /// Sums of Y, Cb, Cr over the component (and over its interior).
+    ycc_sum: [u64; 3],
     interior: u64,
-    interior_rgb_sum: [u64; 3],
+    interior_ycc_sum: [u64; 3],
 }
 
 /// Labels 8-connected components of `scratch.mask` with an explicit stack and turns every one of
@@ -429,6 +538,7 @@ fn components(
     min_area: f64,
 ) -> Vec<Detection> {
     let (w, h) = (geo.small_w, geo.small_h);
+    let n = w * h;
     let Scratch {
         diff,
         mask,
@@ -461,7 +571,7 @@ fn components(
             blob.min_y = blob.min_y.min(y);
             blob.max_y = blob.max_y.max(y);
             blob.diff_sum += u64::from(diff[p]);
-            let px = &frame[p * 3..p * 3 + 3];
+            let px = [frame[p], frame[n + p], frame[2 * n + p]];
             let mut inside = true;
             for (dx, dy) in [
                 (-1, -1),
@@ -486,8 +596,8 @@ fn components(
                 }
             }
             for (c, &v) in px.iter().enumerate() {
-                blob.rgb_sum[c] += u64::from(v);
-                blob.interior_rgb_sum[c] += u64::from(v) * u64::from(inside);
+                blob.ycc_sum[c] += u64::from(v);
+                blob.interior_ycc_sum[c] += u64::from(v) * u64::from(inside);
             }
             blob.interior += u64::from(inside);
         }
@@ -517,11 +627,17 @@ fn to_detection(geo: &Geometry, blob: &Blob) -> Detection {
     let fill = count / box_area;
     let confidence = (0.6 * (mean_diff / 128.0).min(1.0) + 0.4 * fill).clamp(0.05, 0.99);
     let (sum, n) = if blob.interior > 0 {
-        (blob.interior_rgb_sum, blob.interior)
+        (blob.interior_ycc_sum, blob.interior)
     } else {
-        (blob.rgb_sum, blob.count)
+        (blob.ycc_sum, blob.count)
     };
-    let mean = sum.map(|v| v as f32 / n as f32);
+    let [y, cb, cr] = sum.map(|v| v as f32 / n as f32);
+    // JFIF YCbCr → RGB of the mean colour (the transform is linear, so this is the mean RGB).
+    let mean = [
+        y + 1.402 * (cr - 128.0),
+        y - 0.344_136 * (cb - 128.0) - 0.714_136 * (cr - 128.0),
+        y + 1.772 * (cb - 128.0),
+    ];
     Detection {
         label: colour_name(mean).to_string(),
         confidence,

@@ -222,7 +222,7 @@ pub fn request_with(
             data,
         } => {
             let frame = width as usize * height as usize * 3;
-            let n = if frame == 0 { 0 } else { data.len() / frame };
+            let n = data.len().checked_div(frame).unwrap_or(0);
             tensor.shape = vec![n as i64, height as i64, width as i64, 3];
             tensor.datatype = "UINT8".into();
             if binary {

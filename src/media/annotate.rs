@@ -1,6 +1,6 @@
 //! Annotation: draws detection boxes and `label confidence` tags onto frames, in place on RGB8
-//! buffers ([`Annotator::draw`]) or JPEG to JPEG ([`Annotator::annotate_jpeg`], zune-jpeg decode,
-//! jpeg-encoder encode). The output stage calls it before uploading annotated frames; colours
+//! buffers ([`Annotator::draw`]) or JPEG to JPEG ([`Annotator::annotate_jpeg`], with the
+//! configured [`Codec`]). The output stage calls it before uploading annotated frames; colours
 //! come from [`class_colour`] so a class looks the same in every frame and camera. Text uses the
 //! bundled DejaVu Sans through ab_glyph. Boxes partly or wholly outside the frame are clamped or
 //! skipped, never a panic; a buffer of the wrong length or an undecodable JPEG is an `Err`.
@@ -10,6 +10,8 @@ use thiserror::Error;
 
 use crate::inference::Detection;
 use crate::inference::motion::PALETTE;
+use crate::media::jpeg::Codec;
+use crate::media::planes::{Planes, ycbcr_of};
 
 static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
@@ -55,10 +57,11 @@ pub enum AnnotateError {
     Encode(String),
 }
 
-/// Draws detections; holds the parsed font, cheap to clone (shared).
+/// Draws detections; holds the parsed font and the JPEG codec, cheap to clone (shared).
 #[derive(Clone)]
 pub struct Annotator {
     font: FontArc,
+    codec: Codec,
 }
 
 impl std::fmt::Debug for Annotator {
@@ -67,49 +70,155 @@ impl std::fmt::Debug for Annotator {
     }
 }
 
-/// A mutable view of an RGB8 image with clipped drawing primitives.
-struct Canvas<'a> {
+/// What the drawing needs from an image: solid fills and coverage blends, clipped to it. Every
+/// drawn pixel's final colour depends only on what is drawn (fills are opaque, text is blended
+/// over its filled tag), so drawing on RGB and on YCbCr planes give the same picture.
+trait Canvas {
+    /// Width and height in pixels.
+    fn size(&self) -> (i64, i64);
+    /// Fills `[x1, x2) × [y1, y2)` clipped to the image.
+    fn fill(&mut self, x1: i64, y1: i64, x2: i64, y2: i64, colour: [u8; 3]);
+    /// Blends `colour` over pixel `(x, y)` with weight `coverage`, if the pixel is in the image.
+    fn blend(&mut self, x: i64, y: i64, colour: [u8; 3], coverage: f32);
+    /// Ends a run of blends (one tag's text); canvases that defer work apply it here.
+    fn flush(&mut self) {}
+}
+
+/// An RGB8 image (stride `w * 3`).
+struct RgbCanvas<'a> {
     w: i64,
     h: i64,
     rgb: &'a mut [u8],
 }
 
-impl Canvas<'_> {
-    /// Fills `[x1, x2) × [y1, y2)` clipped to the image.
+/// `[a1, a2) ∩ [b1, b2)` clipped to `[0, len)`, or None when empty.
+fn span(a1: i64, a2: i64, len: i64) -> Option<(usize, usize)> {
+    let (a1, a2) = (a1.clamp(0, len), a2.clamp(0, len));
+    (a1 < a2).then_some((a1 as usize, a2 as usize))
+}
+
+impl Canvas for RgbCanvas<'_> {
+    fn size(&self) -> (i64, i64) {
+        (self.w, self.h)
+    }
+
     fn fill(&mut self, x1: i64, y1: i64, x2: i64, y2: i64, colour: [u8; 3]) {
-        let (x1, x2) = (x1.clamp(0, self.w), x2.clamp(0, self.w));
-        let (y1, y2) = (y1.clamp(0, self.h), y2.clamp(0, self.h));
-        if x1 >= x2 {
+        let (Some((x1, x2)), Some((y1, y2))) = (span(x1, x2, self.w), span(y1, y2, self.h)) else {
             return;
-        }
+        };
+        let w = self.w as usize;
         for y in y1..y2 {
-            let row = (y * self.w) as usize * 3;
-            for px in self.rgb[row + x1 as usize * 3..row + x2 as usize * 3].chunks_exact_mut(3) {
+            for px in self.rgb[(y * w + x1) * 3..(y * w + x2) * 3].chunks_exact_mut(3) {
                 px.copy_from_slice(&colour);
             }
         }
     }
 
-    /// Blends `colour` over pixel `(x, y)` with weight `coverage`, if the pixel is in the image.
     fn blend(&mut self, x: i64, y: i64, colour: [u8; 3], coverage: f32) {
         if x < 0 || y < 0 || x >= self.w || y >= self.h {
             return;
         }
-        let a = coverage.clamp(0.0, 1.0);
         let i = (y * self.w + x) as usize * 3;
         for (dst, &ink) in self.rgb[i..i + 3].iter_mut().zip(&colour) {
-            let old = f32::from(*dst);
-            *dst = (old + (f32::from(ink) - old) * a).round() as u8;
+            *dst = mix(*dst, ink, coverage);
+        }
+    }
+}
+
+/// `old` moved towards `ink` by `weight` (clamped to 0..=1), rounded.
+fn mix(old: u8, ink: u8, weight: f32) -> u8 {
+    let old = f32::from(old);
+    (old + (f32::from(ink) - old) * weight.clamp(0.0, 1.0)).round() as u8
+}
+
+/// YCbCr 4:2:0 planes: luma is drawn per pixel; a chroma sample is moved towards the drawn
+/// colour by the share of its 2×2 block that was drawn (exactly what subsampling the drawn RGB
+/// picture would give). Blended text accumulates that share per sample and applies it at
+/// `flush`, so four fully covered pixels move the sample all the way.
+struct PlanesCanvas<'a> {
+    p: &'a mut Planes,
+    /// Chroma samples touched by blends since the last flush: index → share drawn.
+    pending: std::collections::HashMap<usize, f32>,
+    /// The (Cb, Cr) those blends draw.
+    pending_ink: [u8; 2],
+}
+
+impl PlanesCanvas<'_> {
+    /// Luma pixels of chroma sample `(cx, cy)` that lie inside the image (4, or fewer at odd
+    /// right and bottom edges).
+    fn block_pixels(&self, cx: usize, cy: usize) -> f32 {
+        let (w, h) = (self.p.width as usize, self.p.height as usize);
+        ((w - 2 * cx).min(2) * (h - 2 * cy).min(2)) as f32
+    }
+}
+
+impl Canvas for PlanesCanvas<'_> {
+    fn size(&self) -> (i64, i64) {
+        (i64::from(self.p.width), i64::from(self.p.height))
+    }
+
+    fn fill(&mut self, x1: i64, y1: i64, x2: i64, y2: i64, colour: [u8; 3]) {
+        let (w, h) = self.size();
+        let (Some((x1, x2)), Some((y1, y2))) = (span(x1, x2, w), span(y1, y2, h)) else {
+            return;
+        };
+        let [yc, cb, cr] = ycbcr_of(colour);
+        let width = w as usize;
+        for y in y1..y2 {
+            self.p.y[y * width + x1..y * width + x2].fill(yc);
+        }
+        let (cw, _) = self.p.chroma_size();
+        for cy in y1 / 2..y2.div_ceil(2) {
+            let rows = (y2.min(2 * cy + 2) - y1.max(2 * cy)) as f32;
+            for cx in x1 / 2..x2.div_ceil(2) {
+                let cols = (x2.min(2 * cx + 2) - x1.max(2 * cx)) as f32;
+                let share = rows * cols / self.block_pixels(cx, cy);
+                let i = cy * cw + cx;
+                self.p.cb[i] = mix(self.p.cb[i], cb, share);
+                self.p.cr[i] = mix(self.p.cr[i], cr, share);
+            }
+        }
+    }
+
+    fn blend(&mut self, x: i64, y: i64, colour: [u8; 3], coverage: f32) {
+        let (w, h) = self.size();
+        if x < 0 || y < 0 || x >= w || y >= h {
+            return;
+        }
+        let [yc, cb, cr] = ycbcr_of(colour);
+        if !self.pending.is_empty() && self.pending_ink != [cb, cr] {
+            self.flush();
+        }
+        self.pending_ink = [cb, cr];
+        let (x, y) = (x as usize, y as usize);
+        let i = y * w as usize + x;
+        self.p.y[i] = mix(self.p.y[i], yc, coverage);
+        let (cx, cy) = (x / 2, y / 2);
+        let share = coverage.clamp(0.0, 1.0) / self.block_pixels(cx, cy);
+        let c = cy * self.p.chroma_size().0 + cx;
+        *self.pending.entry(c).or_insert(0.0) += share;
+    }
+
+    fn flush(&mut self) {
+        let [cb, cr] = self.pending_ink;
+        for (i, share) in self.pending.drain() {
+            self.p.cb[i] = mix(self.p.cb[i], cb, share);
+            self.p.cr[i] = mix(self.p.cr[i], cr, share);
         }
     }
 }
 
 impl Annotator {
-    /// Loads the bundled DejaVu Sans font.
+    /// Loads the bundled DejaVu Sans font; JPEGs with the default codec.
     pub fn new() -> Result<Self, AnnotateError> {
+        Self::with_codec(Codec::default())
+    }
+
+    /// Like [`new`](Self::new), decoding and encoding JPEGs with `codec`.
+    pub fn with_codec(codec: Codec) -> Result<Self, AnnotateError> {
         let font =
             FontArc::try_from_slice(FONT_BYTES).map_err(|e| AnnotateError::Font(e.to_string()))?;
-        Ok(Self { font })
+        Ok(Self { font, codec })
     }
 
     /// Draws each detection onto the RGB8 image in place: a box outline in the class colour,
@@ -139,18 +248,52 @@ impl Annotator {
                 got: rgb.len(),
             });
         }
-        let mut canvas = Canvas {
+        let mut canvas = RgbCanvas {
             w: i64::from(width),
             h: i64::from(height),
             rgb,
         };
-        let short_side = width.min(height);
-        let thickness = i64::from((short_side / 240).max(2));
+        self.draw_on(&mut canvas, detections);
+        Ok(())
+    }
+
+    /// [`draw`](Self::draw) on YCbCr 4:2:0 planes (a decoded frame), in place.
+    pub fn draw_planes(
+        &self,
+        planes: &mut Planes,
+        detections: &[Detection],
+    ) -> Result<(), AnnotateError> {
+        let (width, height) = (planes.width, planes.height);
+        if width == 0 || height == 0 {
+            return Err(AnnotateError::BadDimensions { width, height });
+        }
+        if !planes.is_consistent() {
+            let (cw, ch) = planes.chroma_size();
+            return Err(AnnotateError::BufferLength {
+                width,
+                height,
+                expected: width as usize * height as usize + 2 * cw * ch,
+                got: planes.y.len() + planes.cb.len() + planes.cr.len(),
+            });
+        }
+        let mut canvas = PlanesCanvas {
+            p: planes,
+            pending: Default::default(),
+            pending_ink: [128, 128],
+        };
+        self.draw_on(&mut canvas, detections);
+        Ok(())
+    }
+
+    fn draw_on(&self, canvas: &mut impl Canvas, detections: &[Detection]) {
+        let (w, h) = canvas.size();
+        let short_side = w.min(h);
+        let thickness = (short_side / 240).max(2);
         let font_px = (short_side / 30).max(12) as f32;
 
         let boxes: Vec<([i64; 4], &Detection)> = detections
             .iter()
-            .filter_map(|d| clamp_box(d.bbox, canvas.w, canvas.h).map(|b| (b, d)))
+            .filter_map(|d| clamp_box(d.bbox, w, h).map(|b| (b, d)))
             .collect();
         // Outlines first, then tags, so no outline crosses another box's text.
         let t = thickness;
@@ -159,20 +302,19 @@ impl Annotator {
             // The ring's outer rectangle, kept inside the frame: at a frame edge the outline
             // falls inside the box rather than off the picture.
             let (ox1, oy1) = ((x1 - t).max(0), (y1 - t).max(0));
-            let (ox2, oy2) = ((x2 + t).min(canvas.w), (y2 + t).min(canvas.h));
+            let (ox2, oy2) = ((x2 + t).min(w), (y2 + t).min(h));
             canvas.fill(ox1, oy1, ox2, oy1 + t, colour);
             canvas.fill(ox1, oy2 - t, ox2, oy2, colour);
             canvas.fill(ox1, oy1, ox1 + t, oy2, colour);
             canvas.fill(ox2 - t, oy1, ox2, oy2, colour);
         }
         for ([x1, y1, _, _], d) in &boxes {
-            self.draw_tag(&mut canvas, (x1 - t).max(0), (y1 - t).max(0), d, font_px);
+            self.draw_tag(canvas, (x1 - t).max(0), (y1 - t).max(0), d, font_px);
         }
-        Ok(())
     }
 
     /// Draws the `label confidence` tag for a box whose top-left corner is `(x1, y1)`.
-    fn draw_tag(&self, canvas: &mut Canvas<'_>, x1: i64, y1: i64, d: &Detection, font_px: f32) {
+    fn draw_tag(&self, canvas: &mut impl Canvas, x1: i64, y1: i64, d: &Detection, font_px: f32) {
         let text = format!("{} {:.2}", d.label, d.confidence);
         let scale = PxScale::from(font_px);
         let font = self.font.as_scaled(scale);
@@ -189,7 +331,7 @@ impl Annotator {
         let pad = (font_px / 6.0).ceil() as i64;
         let tag_w = caret.ceil() as i64 + 2 * pad;
         let tag_h = (font.ascent() - font.descent()).ceil() as i64 + 2 * pad;
-        let tx = x1.min(canvas.w - tag_w).max(0);
+        let tx = x1.min(canvas.size().0 - tag_w).max(0);
         let ty = if y1 >= tag_h { y1 - tag_h } else { y1 };
 
         let background = class_colour(&d.label);
@@ -206,43 +348,35 @@ impl Annotator {
                 });
             }
         }
+        canvas.flush();
     }
 
-    /// Decodes `jpeg` (zune-jpeg, RGB), draws `detections`, re-encodes at `quality` (1..=100).
+    /// Decodes `jpeg` to YCbCr planes, draws `detections`, re-encodes at `quality` (1..=100).
     pub fn annotate_jpeg(
         &self,
         jpeg: &[u8],
         detections: &[Detection],
         quality: u8,
     ) -> Result<Vec<u8>, AnnotateError> {
-        let (w, h, rgb) = crate::media::jpeg::decode_rgb(jpeg)
+        let mut planes = self
+            .codec
+            .decode_planes(jpeg)
             .map_err(|e| AnnotateError::Decode(e.to_string()))?;
-        self.annotate_rgb(w, h, rgb, detections, quality)
+        self.annotate_planes(&mut planes, detections, quality)
     }
 
-    /// Draws `detections` on decoded RGB8 (`width`×`height`) and encodes it at `quality`.
-    pub fn annotate_rgb(
+    /// Draws `detections` on a decoded frame's planes (in place) and encodes it at `quality`
+    /// (4:2:0, like the frame it came from).
+    pub fn annotate_planes(
         &self,
-        width: u32,
-        height: u32,
-        mut rgb: Vec<u8>,
+        planes: &mut Planes,
         detections: &[Detection],
         quality: u8,
     ) -> Result<Vec<u8>, AnnotateError> {
-        let (Ok(w), Ok(h)) = (u16::try_from(width), u16::try_from(height)) else {
-            return Err(AnnotateError::Encode(format!(
-                "{width}x{height} is too large"
-            )));
-        };
-        self.draw(width, height, &mut rgb, detections)?;
-        // jpeg-encoder's own sampling choice (4:4:4 from q90, for crisp label text), unlike the
-        // frame encoder's fixed 4:2:0.
-        let mut out = Vec::with_capacity(rgb.len() / 8);
-        let encoder = jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100));
-        encoder
-            .encode(&rgb, w, h, jpeg_encoder::ColorType::Rgb)
-            .map_err(|e| AnnotateError::Encode(e.to_string()))?;
-        Ok(out)
+        self.draw_planes(planes, detections)?;
+        self.codec
+            .encode_planes(planes, quality.clamp(1, 100))
+            .map_err(|e| AnnotateError::Encode(e.to_string()))
     }
 }
 
@@ -474,6 +608,59 @@ mod tests {
         assert!(matches!(
             a.draw(0, 10, &mut [], &[]),
             Err(AnnotateError::BadDimensions { .. })
+        ));
+    }
+
+    /// Drawing on YCbCr 4:2:0 planes gives the RGB drawing's picture: every pixel of the box
+    /// outline's inner half (away from chroma-block edges) has the class colour, text luma matches,
+    /// and over the whole frame the two differ by under 2 levels on average.
+    #[test]
+    fn planes_drawing_matches_rgb_drawing() {
+        let (w, h) = (320, 240);
+        let dets = [
+            det("red", [100.0, 80.0, 260.0, 200.0]),
+            det("person", [11.0, 151.0, 77.0, 219.0]),
+        ];
+        let a = Annotator::new().unwrap();
+        let mut rgb = grey(w, h);
+        a.draw(w as u32, h as u32, &mut rgb, &dets).unwrap();
+        let mut planes = Planes::from_rgb(w as u32, h as u32, &grey(w, h));
+        a.draw_planes(&mut planes, &dets).unwrap();
+        let drawn = planes.to_rgb();
+        let near =
+            |p: [u8; 3], q: [u8; 3], tol: u8| p.iter().zip(q).all(|(a, b)| a.abs_diff(b) <= tol);
+        // The red ring is x 98..262, y 78..202, two pixels wide: at even offsets it fills whole
+        // chroma blocks.
+        for x in (98..262).step_by(7) {
+            assert!(
+                near(px(&drawn, w, x, 78), RED, 3),
+                "({x},78) {:?}",
+                px(&drawn, w, x, 78)
+            );
+            assert!(near(px(&drawn, w, x, 200), RED, 3), "({x},200)");
+        }
+        assert!(near(px(&drawn, w, 160, 140), GREY, 1), "inside the box");
+        let total: u64 = drawn
+            .iter()
+            .zip(&rgb)
+            .map(|(a, b)| u64::from(a.abs_diff(*b)))
+            .sum();
+        let mean = total as f64 / drawn.len() as f64;
+        assert!(mean < 2.0, "mean difference {mean:.2}");
+        // Text: the luma of the planes equals the luma of the RGB drawing within rounding.
+        let luma_rgb = Planes::from_rgb(w as u32, h as u32, &rgb).y;
+        let worst = luma_rgb
+            .iter()
+            .zip(&planes.y)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(worst <= 2, "worst luma difference {worst}");
+        let mut bad = Planes::grey(4, 4, 0);
+        bad.cb.pop();
+        assert!(matches!(
+            a.draw_planes(&mut bad, &dets),
+            Err(AnnotateError::BufferLength { .. })
         ));
     }
 

@@ -75,6 +75,12 @@ impl H264Decoder {
     /// yet" (only parameter sets were fed, or a reordering stream holds the picture back).
     /// Errors never poison the decoder: the next IDR decodes again.
     pub fn decode(&mut self, annexb: &[u8]) -> Result<Option<YuvFrame>, DecodeError> {
+        Ok(self.decode_picture(annexb)?.map(|p| p.view().to_frame()))
+    }
+
+    /// [`decode`](Self::decode) without copying the picture: it stays in the decoder's own
+    /// buffers, valid until the next call. The capture loop encodes from it directly.
+    pub fn decode_picture(&mut self, annexb: &[u8]) -> Result<Option<Picture<'_>>, DecodeError> {
         if annexb.is_empty() {
             return Ok(None);
         }
@@ -101,9 +107,9 @@ impl H264Decoder {
         let Some(picture) = picture else {
             return Ok(None);
         };
-        let frame = copy_picture(&picture)?;
+        view_picture(&picture)?;
         self.decoded += 1;
-        Ok(Some(frame))
+        Ok(Some(Picture(picture)))
     }
 
     /// End of stream: returns the pictures the decoder still holds (reordering delay), in order.
@@ -114,7 +120,7 @@ impl H264Decoder {
             .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
         let frames = pictures
             .iter()
-            .map(copy_picture)
+            .map(|p| view_picture(p).map(|v| v.to_frame()))
             .collect::<Result<Vec<_>, _>>()?;
         self.decoded += frames.len() as u64;
         Ok(frames)
@@ -385,52 +391,105 @@ fn has_start_code(data: &[u8]) -> bool {
     data.windows(3).any(|w| w == [0, 0, 1])
 }
 
-/// Copies openh264's strided planes into a tightly packed [`YuvFrame`].
-fn copy_picture(p: &impl YUVSource) -> Result<YuvFrame, DecodeError> {
+/// A view of openh264's strided planes, checked to cover the picture.
+fn view_picture(p: &impl YUVSource) -> Result<YuvView<'_>, DecodeError> {
     let (w, h) = p.dimensions();
     let (sy, su, sv) = p.strides();
-    if w == 0 || h == 0 {
+    let (Ok(width), Ok(height)) = (u32::try_from(w), u32::try_from(h)) else {
         return Err(DecodeError::Corrupt(format!(
-            "decoder returned an empty {w}x{h} picture"
-        )));
-    }
-    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-    let y = copy_plane(p.y(), w, h, sy, "Y")?;
-    let u = copy_plane(p.u(), cw, ch, su, "U")?;
-    let v = copy_plane(p.v(), cw, ch, sv, "V")?;
-    let (width, height) = (u32::try_from(w), u32::try_from(h));
-    match (width, height) {
-        (Ok(width), Ok(height)) => Ok(YuvFrame {
-            width,
-            height,
-            y,
-            u,
-            v,
-        }),
-        _ => Err(DecodeError::Corrupt(format!(
             "picture size {w}x{h} out of range"
-        ))),
+        )));
+    };
+    let view = YuvView {
+        width,
+        height,
+        planes: [p.y(), p.u(), p.v()],
+        strides: [sy, su, sv],
+    };
+    view.check().map_err(DecodeError::Corrupt)?;
+    Ok(view)
+}
+
+/// A picture in the decoder's buffers (checked to cover its size), until the next decode.
+pub struct Picture<'a>(openh264::decoder::DecodedYUV<'a>);
+
+impl Picture<'_> {
+    pub fn view(&self) -> YuvView<'_> {
+        let (w, h) = self.0.dimensions();
+        let (sy, su, sv) = self.0.strides();
+        YuvView {
+            width: w as u32,
+            height: h as u32,
+            planes: [self.0.y(), self.0.u(), self.0.v()],
+            strides: [sy, su, sv],
+        }
     }
 }
 
-fn copy_plane(
-    src: &[u8],
-    w: usize,
-    h: usize,
-    stride: usize,
-    name: &str,
-) -> Result<Vec<u8>, DecodeError> {
-    let mut out = Vec::with_capacity(w * h);
-    for row in 0..h {
-        let line = src.get(row * stride..row * stride + w).ok_or_else(|| {
-            DecodeError::Corrupt(format!(
-                "{name} plane too short: {} bytes for {w}x{h} with stride {stride}",
-                src.len()
-            ))
-        })?;
-        out.extend_from_slice(line);
+/// A borrowed I420 picture: three planes with their row strides (a decoder's own buffers, or a
+/// [`YuvFrame`]'s). Same sample ranges as [`YuvFrame`].
+#[derive(Debug, Clone, Copy)]
+pub struct YuvView<'a> {
+    pub width: u32,
+    pub height: u32,
+    /// Y, U (Cb), V (Cr).
+    pub planes: [&'a [u8]; 3],
+    /// Bytes from one row to the next, per plane.
+    pub strides: [usize; 3],
+}
+
+impl YuvView<'_> {
+    /// Width and height of each plane: the picture's, then `ceil(w/2) x ceil(h/2)` twice.
+    pub fn plane_sizes(&self) -> [(usize, usize); 3] {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let c = (w.div_ceil(2), h.div_ceil(2));
+        [(w, h), c, c]
     }
-    Ok(out)
+
+    /// `Err` (why) unless the picture is non-empty and every plane covers its rows at its stride.
+    pub fn check(&self) -> Result<(), String> {
+        if self.width == 0 || self.height == 0 {
+            return Err(format!("empty {}x{} picture", self.width, self.height));
+        }
+        for (i, (w, h)) in self.plane_sizes().into_iter().enumerate() {
+            let stride = self.strides[i];
+            let need = stride.checked_mul(h - 1).and_then(|n| n.checked_add(w));
+            if stride < w || need.is_none_or(|n| self.planes[i].len() < n) {
+                return Err(format!(
+                    "{} plane too short: {} bytes for {w}x{h} with stride {stride}",
+                    ["Y", "U", "V"][i],
+                    self.planes[i].len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Row `row` of plane `plane` (`0..3`), without the stride padding.
+    pub fn row(&self, plane: usize, row: usize) -> &[u8] {
+        let (w, _) = self.plane_sizes()[plane];
+        let start = row * self.strides[plane];
+        &self.planes[plane][start..start + w]
+    }
+
+    /// A tightly packed copy (call [`check`](Self::check) first; short planes panic).
+    pub fn to_frame(&self) -> YuvFrame {
+        let sizes = self.plane_sizes();
+        let plane = |i: usize| {
+            let mut out = Vec::with_capacity(sizes[i].0 * sizes[i].1);
+            for r in 0..sizes[i].1 {
+                out.extend_from_slice(self.row(i, r));
+            }
+            out
+        };
+        YuvFrame {
+            width: self.width,
+            height: self.height,
+            y: plane(0),
+            u: plane(1),
+            v: plane(2),
+        }
+    }
 }
 
 /// An owned I420 picture: three tightly packed planes, `y` of `width * height` bytes, `u` and `v`
@@ -451,6 +510,17 @@ pub struct YuvFrame {
 }
 
 impl YuvFrame {
+    /// The frame as a [`YuvView`] (tight strides).
+    pub fn view(&self) -> YuvView<'_> {
+        let (cw, _) = self.chroma_size();
+        YuvView {
+            width: self.width,
+            height: self.height,
+            planes: [&self.y, &self.u, &self.v],
+            strides: [self.width as usize, cw, cw],
+        }
+    }
+
     /// Size of each chroma plane in pixels: `(ceil(w/2), ceil(h/2))`.
     pub fn chroma_size(&self) -> (usize, usize) {
         (

@@ -2,16 +2,22 @@
 //!
 //! - `synthetic`: a deterministic scene of moving coloured objects, encoded to H.264 (a camera).
 //! - `h264`: openh264 decoding of Annex B access units into YUV frames.
-//! - `jpeg`: resize + JPEG encode of decoded frames, JPEG decode for later stages.
+//! - `jpeg`: resize + JPEG encode of decoded frames, JPEG decode for later stages; the codec choice.
+//! - `planes`: decoded JPEGs as YCbCr 4:2:0 planes, what the process side works on.
+//! - `resize`: the 2:1 plane downscale fused with the video→full range expansion (AVX2).
+//! - `turbo`: libjpeg-turbo's TurboJPEG API, loaded at run time when installed.
 //! - `annotate`: draw boxes and `label confidence` text onto a frame.
 
 pub mod annotate;
 pub mod file;
 pub mod h264;
 pub mod jpeg;
+pub mod planes;
+pub mod resize;
 pub mod rtsp;
 pub mod source;
 pub mod synthetic;
+pub mod turbo;
 
 use serde::{Deserialize, Serialize};
 

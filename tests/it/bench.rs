@@ -48,14 +48,51 @@ fn bench(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(last).unwrap_or_else(|e| panic!("last line {last:?} is not JSON: {e}"))
 }
 
-/// Ensures the JSON line has the contract's fields with sane values, on both setups.
+/// Ensures the JSON line has the contract's fields with sane values, on both setups, each JPEG
+/// codec (the built-in Rust one end to end on the first), and the peers (Kafka broker, S3 server)
+/// measured as the separate processes they are.
 #[test]
 fn bench_prints_the_json_contract() {
+    let turbo = std::env::var_os("FRAMEWIRE_REQUIRE_TURBOJPEG").is_some();
     for args in [
-        &["--bus", "embedded", "--storage", "file"][..],
-        &["--bus", "mock", "--storage", "s3"][..],
+        &[
+            "--bus",
+            "embedded",
+            "--storage",
+            "file",
+            "--jpeg-codec",
+            "rust",
+        ][..],
+        &[
+            "--bus",
+            "mock",
+            "--storage",
+            "s3",
+            "--camera-phase",
+            "aligned",
+        ][..],
     ] {
         let r = bench(args);
+        let mock = args.contains(&"mock");
+        if mock {
+            for peer in ["kafka", "s3"] {
+                assert!(
+                    r["peers"][peer]["rss_mb"].as_f64().unwrap() > 1.0,
+                    "{peer}: {r}"
+                );
+                assert!(
+                    r["peers"][peer]["cpu_ms_per_frame"].is_number(),
+                    "{peer}: {r}"
+                );
+            }
+            assert_eq!(r["camera_phase"], "aligned", "{r}");
+            if turbo {
+                assert_eq!(r["jpeg_codec"], "libjpeg-turbo", "{r}");
+            }
+        } else {
+            assert_eq!(r["jpeg_codec"], "rust", "{r}");
+            assert_eq!(r["peers"], serde_json::json!({}), "{r}");
+        }
         for key in ["fps", "dropped", "p50_ms", "p99_ms", "rss_mb"] {
             assert!(r[key].is_number(), "{args:?}: {key} in {r}");
         }

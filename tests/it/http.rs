@@ -51,6 +51,11 @@ fn endpoints() {
     let st: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(st["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(st["config_generation"], 1);
+    assert_eq!(
+        st["jpeg_codec"],
+        framewire::media::jpeg::Codec::default().name(),
+        "{status}"
+    );
     assert!(st["uptime_seconds"].as_f64().unwrap() > 0.0);
     let fps = st["cameras"]["cam-1"]["fps"].as_f64().unwrap();
     assert!((15.0..35.0).contains(&fps), "decoded fps {fps}");

@@ -90,6 +90,33 @@ fn builtin(b: &FrameBatch) -> Vec<Vec<framewire::inference::Detection>> {
         .unwrap()
 }
 
+/// The same objects in every frame: equal labels and boxes, confidences within 0.02 (the RGB
+/// tensor path decodes with chroma upsampling, the in-process detector reads the JPEG's own 4:2:0
+/// planes, so the evidence behind a confidence differs by a few levels).
+fn assert_same_objects(
+    got: &[Vec<framewire::inference::Detection>],
+    want: &[Vec<framewire::inference::Detection>],
+    what: &str,
+) {
+    assert_eq!(got.len(), want.len(), "{what}: frames");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let key =
+            |d: &&framewire::inference::Detection| (d.label.clone(), d.bbox.map(f32::to_bits));
+        let (mut g, mut w): (Vec<_>, Vec<_>) = (g.iter().collect(), w.iter().collect());
+        g.sort_by_key(key);
+        w.sort_by_key(key);
+        assert_eq!(g.len(), w.len(), "{what}: frame {i}: {g:?} vs {w:?}");
+        for (a, b) in g.iter().zip(&w) {
+            assert!(
+                a.label == b.label
+                    && a.bbox == b.bbox
+                    && (a.confidence - b.confidence).abs() <= 0.02,
+                "{what}: frame {i}: {a:?} vs {b:?}"
+            );
+        }
+    }
+}
+
 fn client(protocol: InferenceProtocol, url: &str, binary: bool) -> RemoteClient {
     RemoteClient::new(&InferenceConfig {
         protocol,
@@ -171,8 +198,8 @@ fn remote_protocols_agree_with_builtin() {
 }
 
 /// Ensures the `oip-v2` client's other conventions against `serve-inference`: RGB UINT8
-/// `[N, H, W, 3]` input with the boxes/scores/classes/num_detections outputs gives exactly the
-/// in-process detections (binary and JSON agree); resized to a smaller model input, the boxes come
+/// `[N, H, W, 3]` input with the boxes/scores/classes/num_detections outputs finds the in-process
+/// detections' objects (binary and JSON agree); resized to a smaller model input, the boxes come
 /// back scaled to frame pixels, each near the full-size one.
 #[test]
 fn oip_rgb_input_and_box_outputs() {
@@ -193,10 +220,10 @@ fn oip_rgb_input_and_box_outputs() {
         })
         .unwrap()
     };
-    assert_eq!(
-        rgb(true, "").infer(&b).unwrap(),
-        expected,
-        "full-size RGB, binary"
+    assert_same_objects(
+        &rgb(true, "").infer(&b).unwrap(),
+        &expected,
+        "full-size RGB, binary",
     );
 
     // Half size: JSON (25 × 320×240×3 numbers) and binary agree, boxes are in frame pixels.

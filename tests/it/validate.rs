@@ -74,3 +74,41 @@ fn shipped_config_is_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Ensures `media.jpeg_codec = "libjpeg-turbo"` fails validation on a host without the library
+/// (here `FRAMEWIRE_TURBOJPEG` points at a missing file), naming the key and what to install,
+/// while `auto` and `rust` stay valid there; an unknown codec names the key.
+#[test]
+fn required_libjpeg_turbo_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |codec: &str| {
+        let path = dir.path().join(format!("{codec}.toml"));
+        std::fs::write(&path, format!("[media]\njpeg_codec = \"{codec}\"\n")).unwrap();
+        let out = Command::new(bin())
+            .args(["validate", "--config"])
+            .arg(&path)
+            .env(
+                "FRAMEWIRE_TURBOJPEG",
+                dir.path().join("no-libturbojpeg.so.0"),
+            )
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            path.display().to_string(),
+        )
+    };
+    let (code, err, path) = run("libjpeg-turbo");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&format!("{path}: media.jpeg_codec")), "{err}");
+    assert!(err.contains("no-libturbojpeg.so.0 not loadable"), "{err}");
+    assert!(err.contains("libturbojpeg0"), "{err}");
+    for ok in ["auto", "rust"] {
+        let (code, err, _) = run(ok);
+        assert_eq!(code, 0, "{ok}: {err}");
+    }
+    let (code, err, path) = run("turbo");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&format!("{path}: media.jpeg_codec")), "{err}");
+}

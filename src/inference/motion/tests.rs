@@ -1,7 +1,6 @@
 //! Tests of the motion detector on synthetic batches drawn here.
 use super::*;
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use std::time::Instant;
 
 /// A solid object of the synthetic scene: top-left `(x, y)` moves by `v` per frame and
 /// bounces inside `x_range`/`y_range` (ranges of the top-left corner).
@@ -315,16 +314,30 @@ fn colour_names() {
     assert_eq!(colour_name([100.0, 100.0, 100.0]), UNKNOWN_LABEL);
 }
 
-/// Timing of `detect_rgb` on 25 frames of 640×480 (run with --release --nocapture to read it).
+/// The 2×2 fast path of the downscale gives exactly the general box average it replaces.
 #[test]
-fn timing_25_frames_640x480() {
-    let (w, h) = (640, 480);
-    let (frames, _) = scene(w, h, 25, &three_objects(w, h), 3);
-    let det = MotionDetector::new(MotionConfig::default());
-    let start = Instant::now();
-    let dets = det.detect_rgb(w as u32, h as u32, &refs(&frames)).unwrap();
-    let took = start.elapsed();
-    println!("detect_rgb 25x640x480: {took:?}");
-    assert_eq!(dets.len(), 25);
-    assert!(took.as_secs_f32() < 5.0);
+fn halving_matches_the_general_box_average() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let (w, h) = (64, 36);
+    let src: Vec<u8> = (0..w * h * 3).map(|_| rng.random()).collect();
+    let geo = Geometry::new(w as u32, h as u32, 2).unwrap();
+    let mut fast = vec![0u8; geo.small_pixels() * 3];
+    downscale_into(&src, &geo, &mut Vec::new(), &mut fast);
+    // The general path, with the block loop written out.
+    for by in 0..h / 2 {
+        for bx in 0..w / 2 {
+            for c in 0..3 {
+                let at = |x: usize, y: usize| u32::from(src[(y * w + x) * 3 + c]);
+                let sum = at(2 * bx, 2 * by)
+                    + at(2 * bx + 1, 2 * by)
+                    + at(2 * bx, 2 * by + 1)
+                    + at(2 * bx + 1, 2 * by + 1);
+                assert_eq!(
+                    u32::from(fast[(by * (w / 2) + bx) * 3 + c]),
+                    (sum + 2) / 4,
+                    "block ({bx},{by}) channel {c}"
+                );
+            }
+        }
+    }
 }

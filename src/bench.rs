@@ -124,6 +124,8 @@ fn seconds(s: &str) -> Result<Duration, String> {
 /// A snapshot of the counters the report is computed from.
 struct Sample {
     at: Instant,
+    /// Frames sampled by the cameras (entering the pipeline).
+    sampled: u64,
     stored: u64,
     dropped: u64,
     latency: Vec<(f64, u64)>,
@@ -139,6 +141,7 @@ fn sample(m: &Metrics, peers: &[Peer]) -> Sample {
     let latency = crate::metrics::buckets(&m.capture_to_stored);
     Sample {
         at: Instant::now(),
+        sampled: total(&m.frames_sampled),
         // One latency sample per stored frame: the +Inf bucket counts them all.
         stored: latency.last().map_or(0, |b| b.1),
         dropped: total(&m.frames_dropped),
@@ -468,6 +471,12 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         "storage": format!("{:?}", o.storage).to_lowercase(),
         "duration_s": secs,
         "fps": fps,
+        // Frames entering per second, and how much the frames in flight (sampled, not yet
+        // stored) grew over the window: about zero when the pipeline keeps up (the stored count
+        // moves a batch of 25 at a time, so `fps` alone is off by a few batches at the edges).
+        "input_fps": b.sampled.saturating_sub(a.sampled) as f64 / secs,
+        "backlog_growth": (b.sampled as i64 - b.stored as i64 - b.dropped as i64)
+            - (a.sampled as i64 - a.stored as i64 - a.dropped as i64),
         "target_fps": o.cameras as f64 * f64::from(o.fps),
         "frames": frames,
         "dropped": b.dropped.saturating_sub(a.dropped),
@@ -485,11 +494,13 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
     });
     println!("framewire bench (W1)");
     println!(
-        "  cameras {:>3}   end-to-end {:>7.1} frames/s (target {:.0})   dropped {}",
+        "  cameras {:>3}   end-to-end {:>7.1} frames/s (target {:.0}, in {:.1})   dropped {}   backlog growth {}",
         o.cameras,
         fps,
         o.cameras as f64 * f64::from(o.fps),
-        report["dropped"]
+        report["input_fps"].as_f64().unwrap_or(0.0),
+        report["dropped"],
+        report["backlog_growth"]
     );
     println!(
         "  capture→stored p50 {p50:>7.0} ms   p99 {p99:>7.0} ms   RSS {rss:.0} MiB (peak {rss_peak:.0})"

@@ -17,6 +17,7 @@ pub mod media;
 pub mod metrics;
 pub mod notify;
 pub mod redact;
+mod simd;
 pub mod status;
 pub mod storage;
 pub mod wire;

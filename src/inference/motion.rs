@@ -346,18 +346,7 @@ fn downscale_planes(p: &Planes, geo: &Geometry, dst: &mut [u8]) {
     let (y_out, chroma) = dst.split_at_mut(n);
     let (cb_out, cr_out) = chroma.split_at_mut(n);
     if s == 2 && w.is_multiple_of(2) && geo.height.is_multiple_of(2) {
-        for (by, out) in y_out.chunks_exact_mut(geo.small_w).enumerate() {
-            let top = &p.y[2 * by * w..2 * by * w + w];
-            let bottom = &p.y[(2 * by + 1) * w..(2 * by + 1) * w + w];
-            for ((o, t), b) in out
-                .iter_mut()
-                .zip(top.chunks_exact(2))
-                .zip(bottom.chunks_exact(2))
-            {
-                let sum = u16::from(t[0]) + u16::from(t[1]) + u16::from(b[0]) + u16::from(b[1]);
-                *o = ((sum + 2) >> 2) as u8;
-            }
-        }
+        halve_luma(&p.y, w, y_out);
         cb_out.copy_from_slice(&p.cb[..n]);
         cr_out.copy_from_slice(&p.cr[..n]);
         return;
@@ -386,6 +375,19 @@ fn downscale_planes(p: &Planes, geo: &Geometry, dst: &mut [u8]) {
     }
 }
 
+crate::simd::avx2_when_available! {
+/// 2×2 means (rounded) of a plane of even width `w` into `out`, `w / 2` per row.
+fn halve_luma(y: &[u8], w: usize, out: &mut [u8]) {
+    for (pair, out) in y.chunks_exact(2 * w).zip(out.chunks_exact_mut(w / 2)) {
+        let (top, bottom) = pair.split_at(w);
+        for ((o, t), b) in out.iter_mut().zip(top.chunks_exact(2)).zip(bottom.chunks_exact(2)) {
+            let sum = u16::from(t[0]) + u16::from(t[1]) + u16::from(b[0]) + u16::from(b[1]);
+            *o = ((sum + 2) >> 2) as u8;
+        }
+    }
+}
+}
+
 /// The common case of [`downscale_into`] (scale 2, even sizes): each output pixel is the rounded
 /// mean of a 2×2 block. Rows are summed pairwise into `acc` first (vectorised), then adjacent
 /// pixels of that sum.
@@ -409,6 +411,7 @@ fn halve_rgb(src: &[u8], row_len: usize, acc: &mut Vec<u32>, dst: &mut [u8]) {
     }
 }
 
+crate::simd::avx2_when_available! {
 /// Per-byte lower median over `frames` (1..=255 equally long planes) into `out`. Builds the answer
 /// bit by bit: the k-th smallest value is the largest `v` with fewer than k values below `v`.
 /// Branch-free over chunks of pixels, so it vectorises.
@@ -434,25 +437,30 @@ fn temporal_median(frames: &[&[u8]], out: &mut [u8]) {
         }
     }
 }
+}
 
+crate::simd::avx2_when_available! {
 /// Per pixel: `diff` = the largest RGB channel difference between frame and background (from the
 /// Y, Cb, Cr differences, JFIF's inverse transform being linear), `mask` = diff > threshold. Both
 /// are three planes (Y, Cb, Cr) of `diff.len()` pixels.
 fn foreground(frame: &[u8], background: &[u8], threshold: u8, diff: &mut [u8], mask: &mut [u8]) {
     let n = diff.len();
     let ((fy, fb, fr), (by, bb, br)) = (split3(frame, n), split3(background, n));
-    for i in 0..n {
-        let dy = i32::from(fy[i]) - i32::from(by[i]);
-        let db = i32::from(fb[i]) - i32::from(bb[i]);
-        let dr = i32::from(fr[i]) - i32::from(br[i]);
+    let mask = &mut mask[..n];
+    let pixels = fy.iter().zip(fb).zip(fr).zip(by.iter().zip(bb).zip(br));
+    for ((((&fy, &fb), &fr), ((&by, &bb), &br)), (d, m)) in pixels.zip(diff.iter_mut().zip(mask)) {
+        let dy = i32::from(fy) - i32::from(by);
+        let db = i32::from(fb) - i32::from(bb);
+        let dr = i32::from(fr) - i32::from(br);
         let half = 1 << 15;
         let red = dy + ((91881 * dr + half) >> 16);
         let green = dy - ((22554 * db + 46802 * dr + half) >> 16);
         let blue = dy + ((116130 * db + half) >> 16);
         let v = red.abs().max(green.abs()).max(blue.abs()).min(255) as u8;
-        diff[i] = v;
-        mask[i] = u8::from(v > threshold);
+        *d = v;
+        *m = u8::from(v > threshold);
     }
+}
 }
 
 /// The three planes of `n` pixels each in a detector frame: Y, Cb, Cr.
@@ -483,35 +491,49 @@ impl Scratch {
         }
     }
 
-    /// One binary dilation (`dilate`) or erosion of `mask` by a (2r+1)² square, separable, with
-    /// windows clipped at the frame border so objects touching the edge are not eaten away.
-    /// Each pass ORs (dilate) or ANDs (erode) shifted copies of whole rows or planes: vectorised.
+    /// One binary dilation (`dilate`) or erosion of `mask` by a (2r+1)² square (see [`morph`]).
     fn morph(&mut self, geo: &Geometry, r: usize, dilate: bool) {
-        let (w, h) = (geo.small_w, geo.small_h);
-        let identity = u8::from(!dilate);
-        let combine = |d: &mut [u8], s: &[u8]| {
-            if dilate {
-                d.iter_mut().zip(s).for_each(|(d, &s)| *d |= s);
-            } else {
-                d.iter_mut().zip(s).for_each(|(d, &s)| *d &= s);
-            }
-        };
-        // Horizontal pass: mask → tmp, shifting within each row.
-        self.tmp.fill(identity);
-        for (src, dst) in self.mask.chunks_exact(w).zip(self.tmp.chunks_exact_mut(w)) {
-            for k in 0..=r.min(w - 1) {
-                combine(&mut dst[..w - k], &src[k..]);
-                combine(&mut dst[k..], &src[..w - k]);
-            }
+        morph(
+            &mut self.mask,
+            &mut self.tmp,
+            geo.small_w,
+            geo.small_h,
+            r,
+            dilate,
+        );
+    }
+}
+
+crate::simd::avx2_when_available! {
+/// One binary dilation (`dilate`) or erosion of the `w`×`h` `mask` by a (2r+1)² square,
+/// separable (`tmp` holds the horizontal pass), with windows clipped at the frame border so
+/// objects touching the edge are not eaten away. Each pass ORs (dilate) or ANDs (erode) shifted
+/// copies of whole rows or planes: vectorised.
+fn morph(mask: &mut [u8], tmp: &mut [u8], w: usize, h: usize, r: usize, dilate: bool) {
+    let identity = u8::from(!dilate);
+    let combine = |d: &mut [u8], s: &[u8]| {
+        if dilate {
+            d.iter_mut().zip(s).for_each(|(d, &s)| *d |= s);
+        } else {
+            d.iter_mut().zip(s).for_each(|(d, &s)| *d &= s);
         }
-        // Vertical pass: tmp → mask, shifting whole rows.
-        self.mask.fill(identity);
-        for k in 0..=r.min(h - 1) {
-            let n = (h - k) * w;
-            combine(&mut self.mask[..n], &self.tmp[k * w..]);
-            combine(&mut self.mask[k * w..], &self.tmp[..n]);
+    };
+    // Horizontal pass: mask → tmp, shifting within each row.
+    tmp.fill(identity);
+    for (src, dst) in mask.chunks_exact(w).zip(tmp.chunks_exact_mut(w)) {
+        for k in 0..=r.min(w - 1) {
+            combine(&mut dst[..w - k], &src[k..]);
+            combine(&mut dst[k..], &src[..w - k]);
         }
     }
+    // Vertical pass: tmp → mask, shifting whole rows.
+    mask.fill(identity);
+    for k in 0..=r.min(h - 1) {
+        let n = (h - k) * w;
+        combine(&mut mask[..n], &tmp[k * w..]);
+        combine(&mut mask[k * w..], &tmp[..n]);
+    }
+}
 }
 
 /// Evidence gathered over one connected component.

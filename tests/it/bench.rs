@@ -93,7 +93,15 @@ fn bench_prints_the_json_contract() {
             assert_eq!(r["jpeg_codec"], "rust", "{r}");
             assert_eq!(r["peers"], serde_json::json!({}), "{r}");
         }
-        for key in ["fps", "dropped", "p50_ms", "p99_ms", "rss_mb"] {
+        for key in [
+            "fps",
+            "dropped",
+            "p50_ms",
+            "p99_ms",
+            "rss_mb",
+            "input_fps",
+            "backlog_growth",
+        ] {
             assert!(r[key].is_number(), "{args:?}: {key} in {r}");
         }
         assert!(

@@ -50,13 +50,51 @@ fn decode(c: &mut Criterion) {
         // 50 frames: two IDRs (one per second) and their P frames, replayed in a loop.
         let units = clip(w, h, 50);
         g.throughput(Throughput::Elements(1));
+        // One decoder for all samples (criterion calls the routine once per sample).
+        let mut dec = H264Decoder::new().unwrap();
+        let mut i = 0;
         g.bench_function(BenchmarkId::from_parameter(format!("{w}x{h}")), |b| {
-            let mut dec = H264Decoder::new().unwrap();
-            let mut i = 0;
             b.iter(|| {
                 let out = dec.decode(&units[i % units.len()]).unwrap();
                 i += 1;
                 black_box(out)
+            })
+        });
+    }
+    g.finish();
+}
+
+/// One 720p frame at a time from each of several streams in turn (`streams` decoders, one
+/// clip each), `burst` consecutive frames of a stream per turn: the order in which the daemon's
+/// cameras decode. Isolates what many streams cost beyond one (each decoder's pictures and
+/// tables must come back into the caches) from the decoder's own speed.
+fn decode_streams(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode_h264_interleaved_1280x720");
+    let (w, h) = (1280, 720);
+    let units = clip(w, h, 50);
+    for (streams, burst) in [(1, 1), (12, 1), (12, 5)] {
+        g.throughput(Throughput::Elements(1));
+        let id = format!("{streams}_streams_burst_{burst}");
+        // Made once: criterion calls the routine once per sample, and new decoders (zeroed
+        // tables, an IDR first) would be measured with it.
+        let mut decoders: Vec<H264Decoder> =
+            (0..streams).map(|_| H264Decoder::new().unwrap()).collect();
+        // Each stream from its own clip's first IDR (same bitstream, own decoder state).
+        let mut next = vec![0usize; streams];
+        let (mut stream, mut in_burst) = (0, 0);
+        g.bench_function(BenchmarkId::from_parameter(id), |b| {
+            b.iter(|| {
+                let i = next[stream];
+                let size = decoders[stream]
+                    .decode_picture(&units[i % units.len()])
+                    .unwrap()
+                    .map(|p| p.view().plane_sizes()[0]);
+                next[stream] = i + 1;
+                in_burst += 1;
+                if in_burst == burst {
+                    (stream, in_burst) = ((stream + 1) % streams, 0);
+                }
+                black_box(size)
             })
         });
     }
@@ -213,6 +251,7 @@ fn process_side(c: &mut Criterion) {
 criterion_group!(
     benches,
     decode,
+    decode_streams,
     yuv_to_rgb,
     resize,
     encode,

@@ -135,6 +135,13 @@ struct Sample {
     peers_cpu: Vec<Duration>,
 }
 
+impl Sample {
+    /// Frames sampled and not yet stored or dropped.
+    fn in_flight(&self) -> i64 {
+        self.sampled as i64 - self.stored as i64 - self.dropped as i64
+    }
+}
+
 const STAGES: [&str; 5] = ["decode", "encode", "inference", "annotate", "store"];
 
 fn sample(m: &Metrics, peers: &[Peer]) -> Sample {
@@ -475,8 +482,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         // stored) grew over the window: about zero when the pipeline keeps up (the stored count
         // moves a batch of 25 at a time, so `fps` alone is off by a few batches at the edges).
         "input_fps": b.sampled.saturating_sub(a.sampled) as f64 / secs,
-        "backlog_growth": (b.sampled as i64 - b.stored as i64 - b.dropped as i64)
-            - (a.sampled as i64 - a.stored as i64 - a.dropped as i64),
+        "backlog_growth": b.in_flight() - a.in_flight(),
         "target_fps": o.cameras as f64 * f64::from(o.fps),
         "frames": frames,
         "dropped": b.dropped.saturating_sub(a.dropped),

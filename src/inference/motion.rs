@@ -346,7 +346,7 @@ fn downscale_planes(p: &Planes, geo: &Geometry, dst: &mut [u8]) {
     let (y_out, chroma) = dst.split_at_mut(n);
     let (cb_out, cr_out) = chroma.split_at_mut(n);
     if s == 2 && w.is_multiple_of(2) && geo.height.is_multiple_of(2) {
-        halve_luma(&p.y, w, y_out);
+        crate::media::resize::halve(&p.y, w, w, y_out, crate::media::resize::IDENTITY);
         cb_out.copy_from_slice(&p.cb[..n]);
         cr_out.copy_from_slice(&p.cr[..n]);
         return;
@@ -373,19 +373,6 @@ fn downscale_planes(p: &Planes, geo: &Geometry, dst: &mut [u8]) {
             cr_out[i] = mean(&p.cr, cw, cx, cy);
         }
     }
-}
-
-crate::simd::avx2_when_available! {
-/// 2×2 means (rounded) of a plane of even width `w` into `out`, `w / 2` per row.
-fn halve_luma(y: &[u8], w: usize, out: &mut [u8]) {
-    for (pair, out) in y.chunks_exact(2 * w).zip(out.chunks_exact_mut(w / 2)) {
-        let (top, bottom) = pair.split_at(w);
-        for ((o, t), b) in out.iter_mut().zip(top.chunks_exact(2)).zip(bottom.chunks_exact(2)) {
-            let sum = u16::from(t[0]) + u16::from(t[1]) + u16::from(b[0]) + u16::from(b[1]);
-            *o = ((sum + 2) >> 2) as u8;
-        }
-    }
-}
 }
 
 /// The common case of [`downscale_into`] (scale 2, even sizes): each output pixel is the rounded

@@ -1,11 +1,12 @@
 //! The camera side's exact 2:1 downscale of decoded planes (e.g. 720p → 640×360), fused with the
 //! expansion from H.264's video range to JPEG's full range: one pass over each plane, the
-//! hottest loop of ingest after the H.264 decoder itself.
+//! hottest loop of ingest after the H.264 decoder itself. The detector halves its luma with it
+//! too ([`IDENTITY`] map).
 //!
 //! [`halve`] averages each 2×2 block and maps the average with [`RangeMap`]; on x86_64 CPUs with
 //! AVX2 (checked at run time) 64 source bytes per row pair are done per step with `vpmaddubsw`
 //! (pair sums) and `vpmulhrsw` (the range map), otherwise by the same arithmetic in plain Rust.
-//! Both give identical bytes (tested). Called by `media::jpeg::FrameEncoder`.
+//! Both give identical bytes (tested). Called by `media::jpeg::FrameEncoder` and the detector.
 
 /// Video range → full range as `clamp(mulhrs((v - offset) << 2, k) + centre)`, where
 /// `mulhrs(a, b) = (a·b + 2^14) >> 15` (the `vpmulhrsw` instruction): the same values as the
@@ -29,6 +30,14 @@ pub const CHROMA: RangeMap = RangeMap {
     offset: 128,
     k: 9326,
     centre: 128,
+};
+
+/// No range change (`mulhrs(v << 2, 8192) = v`): [`halve`] is then the plain 2×2 mean, as the
+/// detector uses it on full-range luma.
+pub const IDENTITY: RangeMap = RangeMap {
+    offset: 0,
+    k: 8192,
+    centre: 0,
 };
 
 impl RangeMap {
@@ -131,6 +140,7 @@ mod tests {
         for v in 0..=255u8 {
             assert_eq!(LUMA.apply(v), reference(v, 16, 219, 0), "luma {v}");
             assert_eq!(CHROMA.apply(v), reference(v, 128, 224, 128), "chroma {v}");
+            assert_eq!(IDENTITY.apply(v), v, "identity {v}");
         }
         assert_eq!(
             (LUMA.apply(16), LUMA.apply(235), LUMA.apply(126)),
@@ -151,7 +161,7 @@ mod tests {
         for (w, h, stride) in [(1280, 8, 1344), (142, 6, 142), (64, 2, 80)] {
             let src: Vec<u8> = (0..stride * h).map(|_| rng.random()).collect();
             let mut out = vec![0u8; (w / 2) * (h / 2)];
-            for map in [LUMA, CHROMA] {
+            for map in [LUMA, CHROMA, IDENTITY] {
                 halve(&src, w, stride, &mut out, map);
                 for y in 0..h / 2 {
                     for x in 0..w / 2 {

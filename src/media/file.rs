@@ -9,8 +9,9 @@
 //! Raw H.264: NAL units are grouped into access units (a new one starts at an AUD/SPS/PPS/SEI or
 //! at a slice with `first_mb_in_slice == 0` after the current unit's slices).
 //! `pace = "realtime"` sleeps so units come out at the file's rate (MP4 decode timestamps; raw:
-//! the SPS frame rate, else 25 fps); `"fast"` never sleeps. `capture_us` is the wall clock at
-//! emission, strictly increasing.
+//! the SPS frame rate, else 25 fps), like a live camera (see [`Pacer`]); `"fast"` never sleeps.
+//! `capture_us` is the wall clock when the unit was due (at emission with `"fast"`), strictly
+//! increasing.
 //! Failures: unreadable or corrupt files → `SourceError::Open` naming the path; a video codec
 //! other than H.264 → `SourceError::Unsupported` naming it; a sample that cannot be read later
 //! (truncated or corrupt file) → `SourceError::Read`. Nothing here panics on bad input (the MP4
@@ -35,9 +36,36 @@ pub struct FileSource {
     path: PathBuf,
     pace: Pace,
     units: Units,
-    /// Timestamp (seconds, file time) of the previous unit and when it was emitted.
-    last: Option<(f64, Instant)>,
+    pacer: Pacer,
     last_us: i64,
+}
+
+/// Real-time pacing of a file played as a live camera. Unit `ts` (seconds, file time) is due its
+/// gap to the previous unit (at most `MAX_GAP`) after the previous unit's due time. A reader that
+/// is late by up to `MAX_GAP` gets the due units at once, stamped with the moments they were due,
+/// as a live camera's buffered stream would deliver them; later than that, the schedule restarts
+/// from now (what a camera's overflowing buffer would lose). A reader that decodes in bursts
+/// (`[media] decode_burst`) is late by its burst every few frames, so it must not lose time.
+#[derive(Debug, Default)]
+struct Pacer {
+    /// The previous unit's timestamp and due time.
+    last: Option<(f64, Instant)>,
+}
+
+impl Pacer {
+    /// When unit `ts` is due, seen from `now`.
+    fn due(&mut self, ts: f64, now: Instant) -> Instant {
+        let max_gap = Duration::from_secs_f64(MAX_GAP);
+        let due = match self.last {
+            Some((prev, at)) => {
+                let due = at + Duration::from_secs_f64((ts - prev).clamp(0.0, MAX_GAP));
+                if now > due + max_gap { now } else { due }
+            }
+            None => now,
+        };
+        self.last = Some((ts, due));
+        due
+    }
 }
 
 enum Units {
@@ -82,31 +110,23 @@ impl FileSource {
             path: path.to_path_buf(),
             pace: camera.pace,
             units,
-            last: None,
+            pacer: Pacer::default(),
             last_us: 0,
         })
     }
 
-    /// Sleeps until the unit stamped `ts` (seconds) is due; a late consumer re-anchors instead of
-    /// bursting, and gaps in the timestamps are waited out for at most `MAX_GAP`.
-    fn wait_for(&mut self, ts: f64) {
+    /// Sleeps until the unit stamped `ts` (seconds) is due (not at all with `pace = "fast"`);
+    /// returns how long ago it was due (zero unless the reader is late).
+    fn wait_for(&mut self, ts: f64) -> Duration {
+        if self.pace != Pace::Realtime {
+            return Duration::ZERO;
+        }
         let now = Instant::now();
-        let due = match self.last {
-            Some((prev, at)) if self.pace == Pace::Realtime => {
-                let gap = (ts - prev).clamp(0.0, MAX_GAP);
-                let due = at + Duration::from_secs_f64(gap);
-                if now > due + Duration::from_secs_f64(MAX_GAP) {
-                    now
-                } else {
-                    due
-                }
-            }
-            _ => now,
-        };
+        let due = self.pacer.due(ts, now);
         if due > now {
             std::thread::sleep(due - now);
         }
-        self.last = Some((ts, due.max(now)));
+        now.saturating_duration_since(due)
     }
 }
 
@@ -126,8 +146,9 @@ impl FrameSource for FileSource {
                 });
             }
         };
-        self.wait_for(ts);
-        let capture_us = now_us().max(self.last_us + 1);
+        let late = self.wait_for(ts);
+        let late_us = i64::try_from(late.as_micros()).unwrap_or(i64::MAX);
+        let capture_us = (now_us() - late_us).max(self.last_us + 1);
         self.last_us = capture_us;
         Ok(Some(EncodedUnit {
             annexb,

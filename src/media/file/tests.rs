@@ -88,6 +88,28 @@ fn realtime_pace_follows_the_file() {
     assert!(t.elapsed() < Duration::from_millis(300));
 }
 
+/// A reader late by less than `MAX_GAP` keeps the file's schedule (units due at once, stamped
+/// when due, as a live camera's buffered stream); later than that, the schedule restarts at now;
+/// gaps in the timestamps are waited out for at most `MAX_GAP`.
+#[test]
+fn realtime_pace_keeps_the_schedule_of_a_late_reader() {
+    // Timestamps 1/16 s apart (exact in binary).
+    let t0 = Instant::now();
+    let us = |n: u64| t0 + Duration::from_micros(n);
+    let mut p = Pacer::default();
+    assert_eq!(p.due(8.0, us(0)), us(0));
+    assert_eq!(p.due(8.0625, us(1_000)), us(62_500));
+    // 150 ms late: still due at 125 ms, and the next at 187.5 ms.
+    assert_eq!(p.due(8.125, us(275_000)), us(125_000));
+    assert_eq!(p.due(8.1875, us(276_000)), us(187_500));
+    // More than MAX_GAP late: the schedule restarts from now.
+    assert_eq!(p.due(8.25, us(1_500_000)), us(1_500_000));
+    assert_eq!(p.due(8.3125, us(1_501_000)), us(1_562_500));
+    // A 5 s hole in the timestamps is waited out for 1 s; backwards timestamps are due at once.
+    assert_eq!(p.due(13.3125, us(1_563_000)), us(2_562_500));
+    assert_eq!(p.due(3.0, us(2_563_000)), us(2_562_500));
+}
+
 /// Missing, empty, foreign and truncated files are errors naming the file or the codec.
 #[test]
 fn bad_files_are_source_errors() {

@@ -345,6 +345,30 @@ fn start_s3(root: &Path, bucket: &str) -> anyhow::Result<Peer> {
     Ok(s3)
 }
 
+/// The kind of filesystem holding `path` (where W1 stores, under `TMPDIR`): storage's cost
+/// depends on it (ext4 scans inodes deleted in the last minutes for every file it creates, so
+/// back-to-back runs on ext4 slow each other; tmpfs never syncs).
+fn filesystem(path: &Path) -> String {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return "unknown".into();
+    };
+    // SAFETY: all-zero is a valid `statfs` (plain integers), which statfs fills; `c` is a valid
+    // C string.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return "unknown".into();
+    }
+    match st.f_type as u64 {
+        0xEF53 => "ext4".into(),
+        0x0102_1994 => "tmpfs".into(),
+        0x5846_5342 => "xfs".into(),
+        0x9123_683E => "btrfs".into(),
+        0x794C_7630 => "overlayfs".into(),
+        other => format!("0x{other:x}"),
+    }
+}
+
 /// Runs W1 and prints the report; returns the JSON line's object.
 pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(o.cameras >= 1, "--cameras must be at least 1");
@@ -369,6 +393,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         })
         .collect();
     cfg.storage.path = dir.path().join("out").display().to_string();
+    let storage_fs = filesystem(dir.path());
     cfg.annotator.jpeg_quality = 80;
     cfg.media.jpeg_codec = o.jpeg_codec.into();
     let codec = crate::media::jpeg::Codec::select(cfg.media.jpeg_codec)
@@ -494,6 +519,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         "rss_mb": rss,
         "rss_peak_mb": rss_peak,
         "jpeg_codec": codec.name(),
+        "storage_fs": storage_fs,
         "camera_phase": format!("{:?}", o.camera_phase).to_lowercase(),
         "peers": peer_report,
         "machine_cores_busy": machine_cores,
@@ -527,7 +553,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         );
     }
     println!(
-        "  JPEG codec {}, camera phases {:?}; all processes kept {machine_cores:.2} of {} cores busy",
+        "  JPEG codec {}, storage on {storage_fs}, camera phases {:?}; all processes kept {machine_cores:.2} of {} cores busy",
         codec.name(),
         o.camera_phase,
         std::thread::available_parallelism().map_or(0, |n| n.get())

@@ -108,6 +108,12 @@ fn bench_prints_the_json_contract() {
             r["frames"].as_u64().unwrap() > 0,
             "{args:?}: frames stored: {r}"
         );
+        // Where it stored, named (the temp dir's filesystem: ext4, tmpfs, overlayfs, …).
+        let fs = r["storage_fs"].as_str().unwrap_or_default();
+        assert!(
+            !fs.is_empty() && fs != "unknown",
+            "{args:?}: storage_fs in {r}"
+        );
         assert!(r["fps"].as_f64().unwrap() > 0.0);
         assert!(r["p50_ms"].as_f64().unwrap() <= r["p99_ms"].as_f64().unwrap());
         assert!(r["rss_mb"].as_f64().unwrap() > 1.0);

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 /// Largest sample / NAL unit accepted (a corrupt size must not allocate gigabytes).
 const MAX_UNIT: usize = 64 << 20;
 /// A gap between two timestamps is waited out for at most this long.
-const MAX_GAP: f64 = 1.0;
+const MAX_GAP: Duration = Duration::from_secs(1);
 
 /// A file played as a camera.
 pub struct FileSource {
@@ -44,8 +44,8 @@ pub struct FileSource {
 /// gap to the previous unit (at most `MAX_GAP`) after the previous unit's due time. A reader that
 /// is late by up to `MAX_GAP` gets the due units at once, stamped with the moments they were due,
 /// as a live camera's buffered stream would deliver them; later than that, the schedule restarts
-/// from now (what a camera's overflowing buffer would lose). A reader that decodes in bursts
-/// (`[media] decode_burst`) is late by its burst every few frames, so it must not lose time.
+/// from now (what a camera's overflowing buffer would lose). So a capture thread held up now and
+/// then (both cores busy) shows as latency, not as a camera that slows down.
 #[derive(Debug, Default)]
 struct Pacer {
     /// The previous unit's timestamp and due time.
@@ -55,11 +55,11 @@ struct Pacer {
 impl Pacer {
     /// When unit `ts` is due, seen from `now`.
     fn due(&mut self, ts: f64, now: Instant) -> Instant {
-        let max_gap = Duration::from_secs_f64(MAX_GAP);
         let due = match self.last {
             Some((prev, at)) => {
-                let due = at + Duration::from_secs_f64((ts - prev).clamp(0.0, MAX_GAP));
-                if now > due + max_gap { now } else { due }
+                let gap = (ts - prev).clamp(0.0, MAX_GAP.as_secs_f64());
+                let due = at + Duration::from_secs_f64(gap);
+                if now > due + MAX_GAP { now } else { due }
             }
             None => now,
         };

@@ -65,6 +65,9 @@ pub struct BenchOptions {
     /// JPEG codec (`[media] jpeg_codec`): auto, libjpeg-turbo or rust.
     #[arg(long, value_enum, default_value_t = CodecArg::Auto)]
     pub jpeg_codec: CodecArg,
+    /// H.264 decoders shared by the cameras (`[media] decoders`; 0 = one per camera).
+    #[arg(long, default_value_t = 0)]
+    pub decoders: usize,
     /// When each camera starts: `spread` at random moments (seeded) within one batch window, as
     /// independent cameras come up, so their batches close at unrelated moments; or all at once
     /// (`aligned`: every camera's batch closes in the same instant, the worst case for the
@@ -396,6 +399,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
     let storage_fs = filesystem(dir.path());
     cfg.annotator.jpeg_quality = 80;
     cfg.media.jpeg_codec = o.jpeg_codec.into();
+    cfg.media.decoders = o.decoders;
     let codec = crate::media::jpeg::Codec::select(cfg.media.jpeg_codec)
         .map_err(|e| anyhow::anyhow!("--jpeg-codec: {e}"))?;
     // Both cores for the CPU-bound stages of the process side.
@@ -519,6 +523,8 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         "rss_mb": rss,
         "rss_peak_mb": rss_peak,
         "jpeg_codec": codec.name(),
+        "decoders": if o.decoders == 0 { o.cameras } else { o.decoders },
+        "decoders_shared": o.decoders > 0,
         "storage_fs": storage_fs,
         "camera_phase": format!("{:?}", o.camera_phase).to_lowercase(),
         "peers": peer_report,
@@ -553,8 +559,13 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         );
     }
     println!(
-        "  JPEG codec {}, storage on {storage_fs}, camera phases {:?}; all processes kept {machine_cores:.2} of {} cores busy",
+        "  JPEG codec {}, {}, storage on {storage_fs}, camera phases {:?}; all processes kept {machine_cores:.2} of {} cores busy",
         codec.name(),
+        if o.decoders == 0 {
+            "one H.264 decoder per camera".to_string()
+        } else {
+            format!("{} shared H.264 decoders", o.decoders)
+        },
         o.camera_phase,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );

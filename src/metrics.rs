@@ -17,6 +17,7 @@ pub struct Metrics {
     pub frames_sampled: IntCounterVec,
     pub frames_dropped: IntCounterVec,
     pub decode_errors: IntCounterVec,
+    pub h264_decoders: IntGauge,
     pub batches_produced: IntCounterVec,
     pub batches_consumed: IntCounter,
     pub batches_stored: IntCounterVec,
@@ -294,6 +295,11 @@ impl Metrics {
                 "framewire_committed_offset",
                 "Next offset committed per bus partition.",
                 &["partition"],
+            ),
+            h264_decoders: int_gauge(
+                &r,
+                "framewire_h264_decoders",
+                "H.264 decoders alive: one per camera, or the shared ones created so far (media.decoders) plus any camera's own. Each holds about 15 MB at 720p.",
             ),
             consumer_paused: int_gauge(
                 &r,

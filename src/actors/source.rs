@@ -14,7 +14,8 @@ use super::batcher::{CapturedFrame, FrameQueue};
 use super::{Life, PanicGuard, Retire, Shared};
 use crate::config::{CameraConfig, SourceUrl};
 use crate::media::TruthBox;
-use crate::media::h264::{H264Decoder, YuvView};
+use crate::media::decoders::{DecoderPool, MAX_HOLD, MAX_WAIT};
+use crate::media::h264::{H264Decoder, StreamMemory, YuvView, is_idr};
 use crate::media::jpeg::{Codec, FrameEncoder, scale_box};
 use crate::media::source::{EncodedUnit, Sampler, SourceError};
 use crate::status::ActorState;
@@ -28,6 +29,7 @@ pub struct SourceActor {
     camera: CameraConfig,
     url: SourceUrl,
     codec: Codec,
+    decoders: Option<Arc<DecoderPool>>,
     queue: Arc<FrameQueue>,
     life: Life,
     stop: Option<Arc<AtomicBool>>,
@@ -41,6 +43,7 @@ impl SourceActor {
         camera: CameraConfig,
         url: SourceUrl,
         codec: Codec,
+        decoders: Option<Arc<DecoderPool>>,
         queue: Arc<FrameQueue>,
         life: Life,
         guard: PanicGuard,
@@ -52,6 +55,7 @@ impl SourceActor {
             camera,
             url,
             codec,
+            decoders,
             queue,
             life,
             stop: None,
@@ -68,10 +72,11 @@ impl SourceActor {
         self.stop = Some(stop.clone());
         self.worker += 1;
         let worker = self.worker;
-        let (camera, url, codec, shared, queue, me) = (
+        let (camera, url, codec, decoders, shared, queue, me) = (
             self.camera.clone(),
             self.url.clone(),
             self.codec,
+            self.decoders.clone(),
             self.life.shared.clone(),
             self.queue.clone(),
             ctx.address(),
@@ -83,6 +88,7 @@ impl SourceActor {
                     camera: &camera,
                     url: &url,
                     codec,
+                    decoders: decoders.as_deref(),
                     shared: &shared,
                     queue: &queue,
                     stop: &stop,
@@ -198,6 +204,7 @@ struct Capture<'a> {
     camera: &'a CameraConfig,
     url: &'a SourceUrl,
     codec: Codec,
+    decoders: Option<&'a DecoderPool>,
     shared: &'a Shared,
     queue: &'a FrameQueue,
     stop: &'a AtomicBool,
@@ -210,6 +217,57 @@ struct Chain {
     sampler: Sampler,
     seq: u64,
     m: CameraMetrics,
+    /// The last access unit fed, and the capture interval before it (stamps flushed pictures).
+    last: Option<EncodedUnit>,
+    interval_us: i64,
+}
+
+/// How a capture run decodes.
+enum Decoding<'p> {
+    /// On the camera's own decoder, each unit as it arrives.
+    Own(OwnDecoder),
+    /// On decoders shared by all cameras (`media.decoders`): the units from an IDR on are held
+    /// until the next IDR (or the end of the file), then decoded on a leased decoder in one go,
+    /// while the camera is still read.
+    Shared { pool: &'p DecoderPool, held: Held },
+}
+
+/// A camera's own decoder, counted in `framewire_h264_decoders` while it lives.
+struct OwnDecoder {
+    decoder: H264Decoder,
+    alive: IntGauge,
+}
+
+impl std::ops::Deref for OwnDecoder {
+    type Target = H264Decoder;
+    fn deref(&self) -> &H264Decoder {
+        &self.decoder
+    }
+}
+
+impl std::ops::DerefMut for OwnDecoder {
+    fn deref_mut(&mut self) -> &mut H264Decoder {
+        &mut self.decoder
+    }
+}
+
+impl Drop for OwnDecoder {
+    fn drop(&mut self) {
+        self.alive.dec();
+    }
+}
+
+/// A camera's access units waiting for a shared decoder.
+#[derive(Default)]
+struct Held {
+    /// From an IDR on, in decoding order.
+    units: Vec<EncodedUnit>,
+    /// Where the interval still being received starts: `units[..start]` are complete intervals.
+    start: usize,
+    /// What the decoders learnt about this stream (reordering).
+    memory: StreamMemory,
+    /// Units before the stream's first IDR, not decodable.
+    skipped: u64,
 }
 
 /// The camera's metric series, resolved once per run rather than per frame.
@@ -242,14 +300,31 @@ impl CameraMetrics {
 }
 
 impl Capture<'_> {
+    fn error(&self, reason: String) -> SourceError {
+        SourceError::Read {
+            camera: self.camera.id.clone(),
+            reason,
+        }
+    }
+
+    fn own_decoder(&self) -> Result<OwnDecoder, SourceError> {
+        let decoder = H264Decoder::new().map_err(|e| self.error(e.to_string()))?;
+        let alive = self.shared.metrics.h264_decoders.clone();
+        alive.inc();
+        Ok(OwnDecoder { decoder, alive })
+    }
+
     /// Runs until `stop` is set or the source ends (`Ok`), or fails (`Err`).
     fn run(&self) -> Result<(), SourceError> {
         let id = self.camera.id.as_str();
-        let err = |reason: String| SourceError::Read {
-            camera: id.to_string(),
-            reason,
+        let err = |e: &dyn std::fmt::Display| self.error(e.to_string());
+        let mut decoding = match self.decoders {
+            Some(pool) => Decoding::Shared {
+                pool,
+                held: Held::default(),
+            },
+            None => Decoding::Own(self.own_decoder()?),
         };
-        let mut decoder = H264Decoder::new().map_err(|e| err(e.to_string()))?;
         let mut chain = Chain {
             encoder: FrameEncoder::with_codec(
                 self.camera.width,
@@ -257,66 +332,192 @@ impl Capture<'_> {
                 self.camera.jpeg_quality,
                 self.codec,
             )
-            .map_err(|e| err(e.to_string()))?,
+            .map_err(|e| err(&e))?,
             sampler: Sampler::new(self.camera.sample_fps),
             seq: 0,
             m: CameraMetrics::new(&self.shared.metrics, id),
+            last: None,
+            interval_us: 1,
         };
         let mut source = self.shared.opener.open(self.camera, self.url)?;
-        let mut last: Option<EncodedUnit> = None;
-        let mut prev_capture_us = None;
         while !self.stop.load(Ordering::Relaxed) {
             self.shared.status.heartbeat("source", Some(id));
             match source.next_unit()? {
                 Some(unit) => {
                     chain.m.captured.inc();
-                    let t = Instant::now();
-                    match decoder.decode_picture(&unit.annexb) {
-                        Ok(Some(picture)) => {
-                            chain.m.decode_time.observe(t.elapsed().as_secs_f64());
-                            self.frame(&mut chain, picture.view(), &unit)?;
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            chain.m.decode_errors.inc();
-                            tracing::warn!(
-                                camera = id,
-                                capture_us = unit.capture_us,
-                                "undecodable access unit skipped: {e}"
-                            );
-                        }
-                    }
-                    prev_capture_us = last.as_ref().map(|u: &EncodedUnit| u.capture_us);
-                    last = Some(unit);
+                    self.take(&mut decoding, &mut chain, unit)?;
                 }
                 None => {
-                    // End of a file: the decoder still holds reordered pictures.
-                    let flushed = decoder.flush().map_err(|e| err(e.to_string()))?;
-                    if let Some(unit) = &last {
-                        // Held-back pictures come after the last unit, one frame interval apart
-                        // (the sampler keys on capture time, so they need their own).
-                        let interval =
-                            (unit.capture_us - prev_capture_us.unwrap_or(unit.capture_us)).max(1);
-                        for (k, picture) in flushed.into_iter().enumerate() {
-                            let capture_us = unit.capture_us + interval * (k as i64 + 1);
-                            self.frame(
-                                &mut chain,
-                                picture.view(),
-                                &EncodedUnit {
-                                    capture_us,
-                                    ..unit.clone()
-                                },
-                            )?;
+                    // End of a file: decode what is held, and what the decoder still holds.
+                    match &mut decoding {
+                        Decoding::Own(decoder) => self.drain(decoder, &mut chain)?,
+                        Decoding::Shared { pool, held } => {
+                            held.start = held.units.len();
+                            self.decode_held(pool, held, &mut chain, true)?
                         }
                     }
                     if !self.camera.loop_file {
                         return Ok(());
                     }
-                    decoder = H264Decoder::new().map_err(|e| err(e.to_string()))?;
+                    if let Decoding::Own(decoder) = &mut decoding {
+                        *decoder = self.own_decoder()?;
+                    }
                     source = self.shared.opener.open(self.camera, self.url)?;
                 }
             }
         }
+        // Stopping: units held for a shared decoder are dropped like those still in the
+        // camera's buffers (nothing was accepted from them yet).
+        Ok(())
+    }
+
+    /// One access unit from the source: decoded now on the camera's own decoder, or held for a
+    /// shared one until its keyframe interval is complete and a decoder is free.
+    fn take(
+        &self,
+        decoding: &mut Decoding<'_>,
+        chain: &mut Chain,
+        unit: EncodedUnit,
+    ) -> Result<(), SourceError> {
+        let (pool, held) = match decoding {
+            Decoding::Own(decoder) => return self.feed(decoder, chain, unit),
+            Decoding::Shared { pool, held } => (*pool, held),
+        };
+        let idr = is_idr(&unit.annexb);
+        if held.units.is_empty() && !idr {
+            // A shared decoder starts each interval at an IDR; before the stream's first one
+            // (joining a live stream mid-interval) nothing could be decoded anyway.
+            held.skipped += 1;
+            return Ok(());
+        }
+        if idr {
+            if held.skipped > 0 {
+                tracing::info!(
+                    camera = %self.camera.id,
+                    "{} access unit(s) before the first keyframe skipped",
+                    held.skipped
+                );
+                held.skipped = 0;
+            }
+            held.start = held.units.len();
+        }
+        held.units.push(unit);
+        let now_us = held.units[held.units.len() - 1].capture_us;
+        let open_for_us = now_us - held.units[held.start].capture_us;
+        if held.start > 0 {
+            // Complete intervals are held: decode them if a decoder is free, else keep reading
+            // the camera and try again at its next unit; past MAX_WAIT, wait for one.
+            let block = open_for_us >= MAX_WAIT.as_micros() as i64;
+            self.decode_held(pool, held, chain, block)?;
+        }
+        if open_for_us > MAX_HOLD.as_micros() as i64 {
+            tracing::warn!(
+                camera = %self.camera.id,
+                "keyframe interval longer than {MAX_HOLD:?}: this camera now decodes on its own \
+                 decoder (about 15 MB at 720p) until it restarts, instead of holding its video \
+                 for the shared ones (media.decoders)"
+            );
+            self.decode_held(pool, held, chain, true)?;
+            let mut own = self.own_decoder()?;
+            own.resume(held.memory);
+            for unit in std::mem::take(&mut held.units) {
+                self.feed(&mut own, chain, unit)?;
+            }
+            *decoding = Decoding::Own(own);
+        }
+        Ok(())
+    }
+
+    /// Decodes the held complete keyframe intervals (all held units at the end of a file) on a
+    /// decoder leased from the pool, flushes it and gives it back. Without `block`, does nothing
+    /// when no decoder is free; with it, waits, and drops the intervals if stopped meanwhile.
+    fn decode_held(
+        &self,
+        pool: &DecoderPool,
+        held: &mut Held,
+        chain: &mut Chain,
+        block: bool,
+    ) -> Result<(), SourceError> {
+        if held.start == 0 {
+            return Ok(());
+        }
+        let id = self.camera.id.as_str();
+        let lease = pool
+            .lease(|| {
+                self.shared.status.heartbeat("source", Some(id));
+                !block || self.stop.load(Ordering::Relaxed)
+            })
+            .map_err(|e| self.error(e.to_string()))?;
+        let Some(mut decoder) = lease else {
+            if block {
+                held.units.drain(..held.start);
+                held.start = 0;
+            }
+            return Ok(());
+        };
+        decoder.resume(held.memory);
+        let complete: Vec<EncodedUnit> = held.units.drain(..held.start).collect();
+        held.start = 0;
+        for (k, unit) in complete.into_iter().enumerate() {
+            if k > 0 && is_idr(&unit.annexb) {
+                // The end of an interval: its held-back pictures come before the IDR's.
+                self.drain(&mut decoder, chain)?;
+            }
+            self.feed(&mut decoder, chain, unit)?;
+        }
+        self.drain(&mut decoder, chain)?;
+        held.memory = decoder.memory();
+        Ok(())
+    }
+
+    /// Decodes one access unit; its picture, if one is ready, goes down the chain.
+    fn feed(
+        &self,
+        decoder: &mut H264Decoder,
+        chain: &mut Chain,
+        unit: EncodedUnit,
+    ) -> Result<(), SourceError> {
+        let t = Instant::now();
+        match decoder.decode_picture(&unit.annexb) {
+            Ok(Some(picture)) => {
+                chain.m.decode_time.observe(t.elapsed().as_secs_f64());
+                self.frame(chain, picture.view(), &unit)?;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                chain.m.decode_errors.inc();
+                tracing::warn!(
+                    camera = %self.camera.id,
+                    capture_us = unit.capture_us,
+                    "undecodable access unit skipped: {e}"
+                );
+            }
+        }
+        if let Some(prev) = &chain.last {
+            chain.interval_us = (unit.capture_us - prev.capture_us).max(1);
+        }
+        chain.last = Some(unit);
+        Ok(())
+    }
+
+    /// The pictures the decoder still holds (a reordering stream's last ones) go down the chain,
+    /// one frame interval apart after the last unit (the sampler keys on capture time).
+    fn drain(&self, decoder: &mut H264Decoder, chain: &mut Chain) -> Result<(), SourceError> {
+        let flushed = decoder.flush().map_err(|e| self.error(e.to_string()))?;
+        let Some(last) = chain.last.take() else {
+            return Ok(());
+        };
+        for (k, picture) in flushed.into_iter().enumerate() {
+            let capture_us = last.capture_us + chain.interval_us * (k as i64 + 1);
+            let unit = EncodedUnit {
+                annexb: Vec::new(),
+                capture_us,
+                truth: last.truth.clone(),
+                source_size: last.source_size,
+            };
+            self.frame(chain, picture.view(), &unit)?;
+        }
+        chain.last = Some(last);
         Ok(())
     }
 

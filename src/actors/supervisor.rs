@@ -14,6 +14,7 @@ use super::uploader::UploaderActor;
 use super::{Life, PanicGuard, Retire, Shared, Slot, Unit, UnitPanicked};
 use crate::bus::embedded::EmbeddedBus;
 use crate::config::{CameraConfig, Config, ConfigDiff, Role, SourceUrl};
+use crate::media::decoders::DecoderPool;
 use crate::storage::ObjectStore;
 use actix::prelude::*;
 use std::collections::BTreeMap;
@@ -40,6 +41,8 @@ pub struct Root {
     embedded: Option<EmbeddedBus>,
     pipeline: Arbiter,
     cameras: BTreeMap<String, CameraUnit>,
+    /// The decoders the cameras share (`media.decoders` > 0), replaced when it changes.
+    decoders: Option<Arc<DecoderPool>>,
     producer: Slot<ProducerActor>,
     producer_addr: Option<Addr<ProducerActor>>,
     stages: Stages,
@@ -62,6 +65,7 @@ impl Root {
             }
         }
         Self {
+            decoders: decoder_pool(&cfg, &shared),
             cfg,
             role,
             shared,
@@ -121,6 +125,7 @@ impl Root {
             cam.clone(),
             url,
             self.cfg.media.codec(),
+            self.decoders.clone(),
             queue,
             self.life("source", Some(&cam.id)),
             self.guard(unit, "source", ctx),
@@ -247,6 +252,11 @@ impl Root {
             tracing::warn!("[http] changed: takes effect at the next restart");
         }
         let old = std::mem::replace(&mut self.cfg, new);
+        if old.media.decoders != self.cfg.media.decoders {
+            // Every camera restarts below (`batch_changed`) and leases from the new pool; the old
+            // one goes when the last old capture thread ends.
+            self.decoders = decoder_pool(&self.cfg, &self.shared);
+        }
         let ingest = self.role.ingest();
         let mut restart: Vec<CameraConfig> = Vec::new();
         for id in &diff.cameras_removed {
@@ -305,6 +315,14 @@ impl Root {
             },
         ))
     }
+}
+
+/// The shared decoder pool `media.decoders` asks for, if any.
+fn decoder_pool(cfg: &Config, shared: &Shared) -> Option<Arc<DecoderPool>> {
+    (cfg.media.decoders > 0).then(|| {
+        let pool = DecoderPool::new(cfg.media.decoders);
+        Arc::new(pool.counted(shared.metrics.h264_decoders.clone()))
+    })
 }
 
 impl Root {

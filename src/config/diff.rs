@@ -20,8 +20,8 @@ pub struct ConfigDiff {
     pub http_changed: bool,
 }
 
-// `[media]` is used by both halves: a change restarts every camera (`batch_changed`) and the
-// process side (`process_changed`).
+// `[media]` is used by both halves: a change restarts every camera (`batch_changed`); a change of
+// `jpeg_codec` also restarts the process side (`process_changed`), `decoders` only the cameras.
 
 impl ConfigDiff {
     pub fn between(old: &Config, new: &Config) -> Self {
@@ -48,7 +48,7 @@ impl ConfigDiff {
             || (nk.claim_check && old.storage != new.storage);
         d.kafka_changed = old.kafka != new.kafka;
         d.process_changed = old.inference != new.inference
-            || old.media != new.media
+            || old.media.jpeg_codec != new.media.jpeg_codec
             || old.annotator != new.annotator
             || old.storage != new.storage;
         d.supervisor_changed = old.supervisor != new.supervisor;

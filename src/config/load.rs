@@ -513,6 +513,15 @@ fn validate(cfg: &Config, role: Role) -> Vec<Problem> {
     if let Err(reason) = crate::media::jpeg::Codec::select(cfg.media.jpeg_codec) {
         add("media.jpeg_codec".into(), reason);
     }
+    if cfg.media.decoders > 256 {
+        add(
+            "media.decoders".into(),
+            format!(
+                "{} must be from 0 (one decoder per camera) to 256",
+                cfg.media.decoders
+            ),
+        );
+    }
     let st = &cfg.storage;
     if st.kind == crate::config::StorageKind::S3 {
         if st.bucket.is_empty() {

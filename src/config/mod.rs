@@ -441,6 +441,12 @@ pub struct MediaConfig {
     /// `auto` (libjpeg-turbo when installed, else the built-in Rust codecs), `libjpeg-turbo`
     /// (required), or `rust`.
     pub jpeg_codec: crate::media::jpeg::CodecChoice,
+    /// H.264 decoders shared by all cameras (0 = one per camera). With N > 0, each camera holds
+    /// its access units from one IDR to the next and decodes them on a leased decoder in one go:
+    /// memory for N decoders instead of one per camera (about 15 MB each at 720p), for up to one
+    /// keyframe interval more latency. A camera whose keyframe interval is longer than
+    /// `media::decoders::MAX_HOLD` decodes on its own decoder.
+    pub decoders: usize,
 }
 
 impl MediaConfig {

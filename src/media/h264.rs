@@ -48,15 +48,18 @@ pub struct H264Decoder {
 impl H264Decoder {
     /// Creates a decoder for a new stream.
     pub fn new() -> Result<Self, DecodeError> {
-        let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
-        let inner = Decoder::with_api_config(OpenH264API::from_source(), config)
-            .map_err(|e| DecodeError::Init(e.to_string()))?;
         Ok(Self {
-            inner,
+            inner: Self::openh264()?,
             decoded: 0,
             sps_reorders: false,
             seen_b: false,
         })
+    }
+
+    fn openh264() -> Result<Decoder, DecodeError> {
+        let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
+        Decoder::with_api_config(OpenH264API::from_source(), config)
+            .map_err(|e| DecodeError::Init(e.to_string()))
     }
 
     /// Pictures returned so far.
@@ -112,7 +115,8 @@ impl H264Decoder {
         Ok(Some(Picture(picture)))
     }
 
-    /// End of stream: returns the pictures the decoder still holds (reordering delay), in order.
+    /// End of stream, or of a closed keyframe interval: returns the pictures the decoder still
+    /// holds (reordering delay), in order. Decoding can go on from an IDR.
     pub fn flush(&mut self) -> Result<Vec<YuvFrame>, DecodeError> {
         let pictures = self
             .inner
@@ -123,7 +127,31 @@ impl H264Decoder {
             .map(|p| view_picture(p).map(|v| v.to_frame()))
             .collect::<Result<Vec<_>, _>>()?;
         self.decoded += frames.len() as u64;
+        if self.reordering() {
+            // openh264 takes no more of a reordering stream after its reorder queue was flushed
+            // (the next pictures fail with state 0x4000), so the stream, from its next IDR, or
+            // another stream goes on with a fresh one. A stream that cannot reorder has nothing
+            // queued, and keeps its decoder.
+            self.inner = Self::openh264()?;
+        }
         Ok(frames)
+    }
+
+    /// What this decoder has learnt about the stream it decodes. A decoder shared by several
+    /// cameras ([`super::decoders::DecoderPool`]) hands it back with the camera's next keyframe
+    /// interval ([`resume`](Self::resume)), so a B-frame stream keeps reordering from its first
+    /// picture on.
+    pub fn memory(&self) -> StreamMemory {
+        StreamMemory {
+            sps_reorders: self.sps_reorders,
+            seen_b: self.seen_b,
+        }
+    }
+
+    /// Takes up a stream at its next IDR with what a decoder learnt about it before.
+    pub fn resume(&mut self, memory: StreamMemory) {
+        self.sps_reorders = memory.sps_reorders;
+        self.seen_b = memory.seen_b;
     }
 
     /// Learns from an access unit's SPS whether the stream may reorder; true when it carries a
@@ -143,6 +171,13 @@ impl H264Decoder {
         }
         has_b
     }
+}
+
+/// What a decoder learnt about one stream's reordering ([`H264Decoder::memory`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamMemory {
+    sps_reorders: bool,
+    seen_b: bool,
 }
 
 /// What the ingest needs from a sequence parameter set.
@@ -384,6 +419,12 @@ impl<'a> Bits<'a> {
 /// 1 a non-IDR slice, 7 SPS, 8 PPS, 6 SEI. Callers joining a stream can wait for 5.
 pub fn nal_types(annexb: &[u8]) -> Vec<u8> {
     nal_payloads(annexb).map(|nal| nal[0] & 0x1f).collect()
+}
+
+/// True when the access unit carries an IDR slice: decoding can start here with no picture
+/// from before (closed keyframe interval), on any decoder.
+pub fn is_idr(annexb: &[u8]) -> bool {
+    nal_payloads(annexb).any(|nal| nal[0] & 0x1f == 5)
 }
 
 /// True when `data` contains a `00 00 01` start code (which also covers `00 00 00 01`).

@@ -2,6 +2,7 @@
 //!
 //! - `synthetic`: a deterministic scene of moving coloured objects, encoded to H.264 (a camera).
 //! - `h264`: openh264 decoding of Annex B access units into YUV frames.
+//! - `decoders`: a bounded pool of decoders that cameras share one keyframe interval at a time.
 //! - `jpeg`: resize + JPEG encode of decoded frames, JPEG decode for later stages; the codec choice.
 //! - `planes`: decoded JPEGs as YCbCr 4:2:0 planes, what the process side works on.
 //! - `resize`: the 2:1 plane downscale fused with the video→full range expansion (AVX2).
@@ -9,6 +10,7 @@
 //! - `annotate`: draw boxes and `label confidence` text onto a frame.
 
 pub mod annotate;
+pub mod decoders;
 pub mod file;
 pub mod h264;
 pub mod jpeg;

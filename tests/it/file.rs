@@ -302,3 +302,51 @@ fn realtime_pace_plays_at_file_rate() {
     );
     assert!(d.shutdown());
 }
+
+/// Three cameras share one decoder (`media.decoders = 1`), a keyframe interval at a time: every
+/// frame of every camera is decoded and stored exactly once, with no decode error and one decoder
+/// alive (`framewire_h264_decoders`), where each camera would otherwise have its own.
+#[test]
+fn cameras_share_one_decoder_and_lose_no_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = clip(dir.path(), "shared.mp4");
+    let out = dir.path().join("out");
+    let ids = ["shared-1", "shared-2", "shared-3"];
+    let mut cfg = config(
+        dir.path(),
+        ids.iter()
+            .map(|id| file_camera(id, &path, Pace::Fast, false))
+            .collect(),
+        25,
+    );
+    cfg.batch.max_wait = Duration::from_secs(1);
+    cfg.media.decoders = 1;
+    let d = daemon::start(Options::new(cfg)).expect("daemon starts");
+    wait_until("every source to finish", Duration::from_secs(90), || {
+        ids.iter()
+            .all(|id| source_status(&d, id)["state"] == "finished")
+    });
+    let (_, text) = get(d.http, "/metrics");
+    assert_eq!(metric(&text, "framewire_h264_decoders"), 1.0);
+    wait_until("every frame stored", Duration::from_secs(30), || {
+        results(&out).iter().map(|r| r.frames.len()).sum::<usize>() >= 3 * FRAMES as usize
+    });
+    let all = results(&out);
+    for id in ids {
+        let mut seqs: Vec<u64> = all
+            .iter()
+            .filter(|r| r.camera == id)
+            .flat_map(|r| r.frames.iter().map(|f| f.seq))
+            .collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (0..u64::from(FRAMES)).collect::<Vec<_>>(), "{id}");
+        assert_eq!(decoded(&d, id), u64::from(FRAMES), "{id}");
+        assert_eq!(
+            d.metrics.decode_errors.with_label_values(&[id]).get(),
+            0,
+            "{id}"
+        );
+        assert_never_restarted(&d, id);
+    }
+    assert!(d.shutdown());
+}

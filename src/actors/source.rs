@@ -317,7 +317,6 @@ impl Capture<'_> {
     /// Runs until `stop` is set or the source ends (`Ok`), or fails (`Err`).
     fn run(&self) -> Result<(), SourceError> {
         let id = self.camera.id.as_str();
-        let err = |e: &dyn std::fmt::Display| self.error(e.to_string());
         let mut decoding = match self.decoders {
             Some(pool) => Decoding::Shared {
                 pool,
@@ -332,7 +331,7 @@ impl Capture<'_> {
                 self.camera.jpeg_quality,
                 self.codec,
             )
-            .map_err(|e| err(&e))?,
+            .map_err(|e| self.error(e.to_string()))?,
             sampler: Sampler::new(self.camera.sample_fps),
             seq: 0,
             m: CameraMetrics::new(&self.shared.metrics, id),
@@ -359,9 +358,7 @@ impl Capture<'_> {
                     if !self.camera.loop_file {
                         return Ok(());
                     }
-                    if let Decoding::Own(decoder) = &mut decoding {
-                        *decoder = self.own_decoder()?;
-                    }
+                    // The flushed decoder takes the file again from its first IDR.
                     source = self.shared.opener.open(self.camera, self.url)?;
                 }
             }
@@ -456,9 +453,8 @@ impl Capture<'_> {
             return Ok(());
         };
         decoder.resume(held.memory);
-        let complete: Vec<EncodedUnit> = held.units.drain(..held.start).collect();
-        held.start = 0;
-        for (k, unit) in complete.into_iter().enumerate() {
+        let complete = std::mem::take(&mut held.start);
+        for (k, unit) in held.units.drain(..complete).enumerate() {
             if k > 0 && is_idr(&unit.annexb) {
                 // The end of an interval: its held-back pictures come before the IDR's.
                 self.drain(&mut decoder, chain)?;
@@ -540,10 +536,7 @@ impl Capture<'_> {
         let jpeg = chain
             .encoder
             .encode_view(picture)
-            .map_err(|e| SourceError::Read {
-                camera: id.to_string(),
-                reason: format!("JPEG encoding failed: {e}"),
-            })?;
+            .map_err(|e| self.error(format!("JPEG encoding failed: {e}")))?;
         chain.m.encode_time.observe(t.elapsed().as_secs_f64());
         chain.m.sampled.inc();
         let out = chain.encoder.out_size();

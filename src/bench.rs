@@ -20,6 +20,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod limits;
+pub use limits::StageLimits;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BenchBus {
     Embedded,
@@ -74,6 +77,10 @@ pub struct BenchOptions {
     /// process side, as right after a restart of the daemon with file sources).
     #[arg(long, value_enum, default_value_t = CameraPhase::Spread)]
     pub camera_phase: CameraPhase,
+    /// Rounds of the stage-limit measurement taken on one core before the pipeline starts and
+    /// again after it stops (`limits`; median of the rounds); 0 skips it.
+    #[arg(long, default_value_t = 3)]
+    pub limit_rounds: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -134,6 +141,8 @@ struct Sample {
     latency: Vec<(f64, u64)>,
     stages: Vec<(&'static str, f64, u64)>,
     cpu: Duration,
+    /// Of which the capture threads'.
+    cameras_cpu: Duration,
     /// CPU time of each peer process, in `peers` order.
     peers_cpu: Vec<Duration>,
 }
@@ -164,8 +173,40 @@ fn sample(m: &Metrics, peers: &[Peer]) -> Sample {
             })
             .collect(),
         cpu: cpu_time(),
+        cameras_cpu: camera_threads_cpu(),
         peers_cpu: peers.iter().map(Peer::cpu).collect(),
     }
+}
+
+/// utime + stime of a `/proc/…/stat` line (clock ticks, 10 ms here); zero if unreadable.
+fn stat_cpu(stat: &str) -> Duration {
+    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Duration::from_secs_f64(ticks as f64 / hz)
+}
+
+/// CPU time of this process's capture threads (`cam-…`: demux, H.264 decode, resize, JPEG
+/// encode). They live as long as their camera, so a difference over the window is theirs; the
+/// rest of the process's CPU is the process side and the glue (Kafka clients, actors).
+fn camera_threads_cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("cam-"))
+        })
+        .map(|t| stat_cpu(&std::fs::read_to_string(t.path().join("stat")).unwrap_or_default()))
+        .sum()
 }
 
 /// User + system CPU time of this process (all threads).
@@ -260,19 +301,9 @@ fn peer_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
 impl Peer {
     /// User + system CPU time so far, from `/proc/PID/stat`.
     fn cpu(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<u64> = rest
-            .split_whitespace()
-            .skip(11)
-            .take(2)
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        Duration::from_secs_f64(f.iter().sum::<u64>() as f64 / hz)
+        stat_cpu(
+            &std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default(),
+        )
     }
 
     /// (current, peak) RSS in MiB.
@@ -402,6 +433,26 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
     cfg.media.decoders = o.decoders;
     let codec = crate::media::jpeg::Codec::select(cfg.media.jpeg_codec)
         .map_err(|e| anyhow::anyhow!("--jpeg-codec: {e}"))?;
+    let setup = limits::Setup {
+        clip: &clip,
+        out_width: o.out_width,
+        out_height: o.out_height,
+        quality: 80,
+        codec,
+    };
+    let measure_limits = |when: &str| -> anyhow::Result<Option<StageLimits>> {
+        if o.limit_rounds == 0 {
+            return Ok(None);
+        }
+        eprintln!(
+            "stage limits on one core ({when}, {} rounds)…",
+            o.limit_rounds
+        );
+        limits::measure(&setup, o.limit_rounds)
+            .map(Some)
+            .with_context(|| format!("stage limits ({when})"))
+    };
+    let limits_before = measure_limits("before")?;
     // Both cores for the CPU-bound stages of the process side.
     cfg.inference.workers = 2;
     cfg.annotator.workers = 2;
@@ -463,6 +514,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
     let (rss, rss_peak) = rss_mb();
     let peer_rss: Vec<(f64, f64)> = peers.iter().map(Peer::rss_mb).collect();
     d.shutdown();
+    let limits_after = measure_limits("after")?;
 
     let secs = (b.at - a.at).as_secs_f64();
     let frames = b.stored.saturating_sub(a.stored);
@@ -477,6 +529,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
     let p99 = crate::metrics::quantile(&window, 0.99) * 1e3;
     let per_frame = |ms: f64| if frames == 0 { 0.0 } else { ms / frames as f64 };
     let cpu_ms = per_frame((b.cpu - a.cpu).as_secs_f64() * 1e3);
+    let cameras_ms = per_frame(b.cameras_cpu.saturating_sub(a.cameras_cpu).as_secs_f64() * 1e3);
     let mut stages = serde_json::Map::new();
     for ((name, sum_b, _), (_, sum_a, _)) in b.stages.iter().zip(&a.stages) {
         stages.insert((*name).into(), per_frame((sum_b - sum_a) * 1e3).into());
@@ -499,6 +552,25 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         );
     }
     let machine_cores = ((b.cpu - a.cpu) + peers_cpu).as_secs_f64() / secs;
+    // The CPU per frame against the stage sum measured before and after the window (their mean).
+    let limits_json = match (limits_before, limits_after) {
+        (Some(before), Some(after)) => {
+            let mean = |f: fn(&StageLimits) -> f64| (f(&before) + f(&after)) / 2.0;
+            let sum = mean(StageLimits::sum);
+            let cameras = mean(|l| l.decode + l.resize_encode);
+            serde_json::json!({
+                "before": before.to_json(),
+                "after": after.to_json(),
+                "cpu_vs_sum": cpu_ms / sum,
+                "cpu_vs_sum_with_detector": cpu_ms / (sum + mean(|l| l.detector)),
+                // Each side against its own stages: the capture threads against decode +
+                // resize + encode, the rest against JPEG decode + detector + draw + encode.
+                "cameras_vs_stages": cameras_ms / cameras,
+                "rest_vs_stages": (cpu_ms - cameras_ms) / (sum - cameras + mean(|l| l.detector)),
+            })
+        }
+        _ => serde_json::Value::Null,
+    };
     let report = serde_json::json!({
         "cameras": o.cameras,
         "input": format!("{}x{}@{}", o.width, o.height, o.fps),
@@ -518,6 +590,9 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         "p50_ms": p50,
         "p99_ms": p99,
         "cpu_ms_per_frame": cpu_ms,
+        // Split: the capture threads (decode, resize, encode) and the rest (process side, glue).
+        "cpu_ms_per_frame_cameras": cameras_ms,
+        "cpu_ms_per_frame_rest": cpu_ms - cameras_ms,
         "cores_busy": (b.cpu - a.cpu).as_secs_f64() / secs,
         "stage_ms_per_frame": stages,
         "rss_mb": rss,
@@ -529,6 +604,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         "camera_phase": format!("{:?}", o.camera_phase).to_lowercase(),
         "peers": peer_report,
         "machine_cores_busy": machine_cores,
+        "stage_limits_ms": limits_json,
     });
     println!("framewire bench (W1)");
     println!(
@@ -544,8 +620,9 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         "  capture→stored p50 {p50:>7.0} ms   p99 {p99:>7.0} ms   RSS {rss:.0} MiB (peak {rss_peak:.0})"
     );
     println!(
-        "  CPU {cpu_ms:.2} ms/frame ({:.2} cores busy); by stage, ms/frame:",
-        report["cores_busy"].as_f64().unwrap_or(0.0)
+        "  CPU {cpu_ms:.2} ms/frame ({:.2} cores busy): capture threads {cameras_ms:.2}, the rest {:.2}; wall time by stage, ms/frame:",
+        report["cores_busy"].as_f64().unwrap_or(0.0),
+        cpu_ms - cameras_ms
     );
     for (name, ms) in &stages {
         println!("    {name:<10} {:>6.2}", ms.as_f64().unwrap_or(0.0));
@@ -556,6 +633,27 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
             p["cpu_ms_per_frame"].as_f64().unwrap_or(0.0),
             p["rss_mb"].as_f64().unwrap_or(0.0),
             p["rss_peak_mb"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if let (Some(before), Some(after)) = (limits_before, limits_after) {
+        println!("  stage limits, ms/frame on one core (before / after the run):");
+        for (name, x, y) in [
+            ("decode", before.decode, after.decode),
+            ("resize+encode", before.resize_encode, after.resize_encode),
+            ("JPEG decode", before.jpeg_decode, after.jpeg_decode),
+            ("draw+encode", before.draw_encode, after.draw_encode),
+            ("sum", before.sum(), after.sum()),
+            ("(detector)", before.detector, after.detector),
+            ("(boxes/frame)", before.boxes, after.boxes),
+        ] {
+            println!("    {name:<14} {x:>6.2} / {y:>6.2}");
+        }
+        println!(
+            "  CPU per frame = {:.2}× the stage sum ({:.2}× with the detector counted)",
+            limits_json["cpu_vs_sum"].as_f64().unwrap_or(0.0),
+            limits_json["cpu_vs_sum_with_detector"]
+                .as_f64()
+                .unwrap_or(0.0)
         );
     }
     println!(

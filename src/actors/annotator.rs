@@ -9,6 +9,7 @@ use super::{Life, PanicGuard, Retire, StageError};
 use crate::config::AnnotatorConfig;
 use crate::media::annotate::Annotator;
 use crate::media::jpeg::{Codec, DecodedFrames};
+use crate::media::planes::DECODED;
 use crate::wire::FrameBatch;
 use actix::prelude::*;
 use std::sync::Arc;
@@ -113,7 +114,9 @@ impl Handler<Annotate> for AnnotatorActor {
                         }
                         match frames.as_ref().and_then(|fr| fr.take(i)) {
                             Some(mut planes) => {
-                                annotator.annotate_planes(&mut planes, dets, quality)
+                                let jpeg = annotator.annotate_planes(&mut planes, dets, quality);
+                                DECODED.give(planes);
+                                jpeg
                             }
                             None => annotator.annotate_jpeg(&f.jpeg, dets, quality),
                         }

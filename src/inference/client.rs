@@ -263,15 +263,17 @@ impl RemoteClient {
             OutputFormat::Boxes => oip::parse_boxes(
                 &a.bytes,
                 a.header_length,
-                &self.cfg.box_outputs,
                 part.len(),
-                BoxLayout {
-                    yxyx: self.cfg.boxes_yxyx,
-                    normalized: self.cfg.boxes_normalized,
-                },
                 input_size,
-                self.cfg.score_threshold,
-                &labels,
+                &oip::BoxesAnswer {
+                    names: &self.cfg.box_outputs,
+                    layout: BoxLayout {
+                        yxyx: self.cfg.boxes_yxyx,
+                        normalized: self.cfg.boxes_normalized,
+                    },
+                    threshold: self.cfg.score_threshold,
+                    labels: &labels,
+                },
             ),
         }
         .map_err(permanent)?;

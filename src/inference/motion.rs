@@ -13,7 +13,7 @@ use thiserror::Error;
 
 use super::Detection;
 use crate::media::jpeg::Codec;
-use crate::media::planes::{Planes, ycbcr_of};
+use crate::media::planes::{DECODED, Planes, ycbcr_of};
 
 /// Named colours the synthetic camera paints objects with; detections are labelled with these.
 pub const PALETTE: [(&str, [u8; 3]); 8] = [
@@ -143,6 +143,47 @@ impl Geometry {
     }
 }
 
+/// A batch's frames downscaled to the working resolution as they arrive (one decoded frame at
+/// a time need exist), with the geometry of frame 0 that every later frame must match.
+#[derive(Default)]
+struct Downscaled {
+    geo: Option<Geometry>,
+    stack: Vec<u8>,
+}
+
+impl Downscaled {
+    fn push(
+        &mut self,
+        detector: &MotionDetector,
+        index: usize,
+        planes: &Planes,
+        frames: usize,
+    ) -> Result<(), MotionError> {
+        let (w, h) = (planes.width, planes.height);
+        let g = match self.geo {
+            None => {
+                let g = Geometry::new(w, h, detector.cfg.downscale)?;
+                self.stack.reserve_exact(g.small_pixels() * 3 * frames);
+                *self.geo.insert(g)
+            }
+            Some(g) if (g.width, g.height) == (w as usize, h as usize) => g,
+            Some(g) => {
+                return Err(MotionError::SizeMismatch {
+                    index,
+                    width: w,
+                    height: h,
+                    first_width: g.width as u32,
+                    first_height: g.height as u32,
+                });
+            }
+        };
+        let start = self.stack.len();
+        self.stack.resize(start + g.small_pixels() * 3, 0);
+        downscale_planes(planes, &g, &mut self.stack[start..]);
+        Ok(())
+    }
+}
+
 impl MotionDetector {
     /// A detector decoding JPEGs with the default codec.
     pub fn new(cfg: MotionConfig) -> Self {
@@ -213,13 +254,22 @@ impl MotionDetector {
         Ok((dets, kept))
     }
 
+    /// Same as [`Self::detect_jpegs`], on frames already decoded to YCbCr 4:2:0 planes (all of
+    /// one size: a frame that differs from frame 0 is an error naming its index).
+    pub fn detect_planes(&self, frames: &[Planes]) -> Result<Vec<Vec<Detection>>, MotionError> {
+        let mut small = Downscaled::default();
+        for (index, planes) in frames.iter().enumerate() {
+            small.push(self, index, planes, frames.len())?;
+        }
+        Ok(self.finish(small, frames.len()))
+    }
+
     fn decode_and_detect(
         &self,
         jpegs: &[&[u8]],
         mut keep: Option<&mut Vec<Planes>>,
     ) -> Result<Vec<Vec<Detection>>, MotionError> {
-        let mut geo: Option<Geometry> = None;
-        let mut stack = Vec::new();
+        let mut small = Downscaled::default();
         for (index, jpeg) in jpegs.iter().enumerate() {
             let planes = self
                 .codec
@@ -228,35 +278,19 @@ impl MotionDetector {
                     index,
                     reason: e.to_string(),
                 })?;
-            let (w, h) = (planes.width, planes.height);
-            let g = match geo {
-                None => {
-                    let g = Geometry::new(w, h, self.cfg.downscale)?;
-                    stack.reserve_exact(g.small_pixels() * 3 * jpegs.len());
-                    *geo.insert(g)
-                }
-                Some(g) if (g.width, g.height) == (w as usize, h as usize) => g,
-                Some(g) => {
-                    return Err(MotionError::SizeMismatch {
-                        index,
-                        width: w,
-                        height: h,
-                        first_width: g.width as u32,
-                        first_height: g.height as u32,
-                    });
-                }
-            };
-            let plane = g.small_pixels() * 3;
-            let start = stack.len();
-            stack.resize(start + plane, 0);
-            downscale_planes(&planes, &g, &mut stack[start..]);
-            if let Some(kept) = keep.as_deref_mut() {
-                kept.push(planes);
+            small.push(self, index, &planes, jpegs.len())?;
+            match keep.as_deref_mut() {
+                Some(kept) => kept.push(planes),
+                None => DECODED.give(planes),
             }
         }
-        match geo {
-            Some(g) if jpegs.len() >= MIN_FRAMES => Ok(self.detect_small(&g, &stack)),
-            _ => Ok(vec![Vec::new(); jpegs.len()]),
+        Ok(self.finish(small, jpegs.len()))
+    }
+
+    fn finish(&self, small: Downscaled, frames: usize) -> Vec<Vec<Detection>> {
+        match small.geo {
+            Some(g) if frames >= MIN_FRAMES => self.detect_small(&g, &small.stack),
+            _ => vec![Vec::new(); frames],
         }
     }
 

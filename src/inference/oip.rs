@@ -498,12 +498,12 @@ pub fn response_with(model: &str, req: &InferRequest, outputs: Vec<OutTensor>) -
     }
 }
 
+/// A response's outputs by name: (shape, values).
+pub type Outputs = std::collections::HashMap<String, (Vec<i64>, Vec<f32>)>;
+
 /// Every output of a response as numbers, by name: (shape, values). FP32, FP64, INT32, INT64 and
 /// UINT8 are read, in JSON or binary; the value count must match the shape.
-pub fn parse_outputs(
-    bytes: &[u8],
-    header_length: Option<usize>,
-) -> Result<std::collections::HashMap<String, (Vec<i64>, Vec<f32>)>, String> {
+pub fn parse_outputs(bytes: &[u8], header_length: Option<usize>) -> Result<Outputs, String> {
     let (json, mut tail) = split(bytes, header_length)?;
     let resp: InferResponse =
         serde_json::from_slice(json).map_err(|e| format!("answer is not OIP v2 JSON: {e}"))?;
@@ -605,19 +605,26 @@ pub fn parse_detections(
         .collect())
 }
 
-/// Detections per frame from the boxes convention (`names`: the boxes, scores, classes and
-/// num_detections outputs; num_detections may be absent), in the pixels of an input of size
-/// `input` (normalized boxes are scaled to it).
+/// How an answer in the boxes convention is read: the boxes, scores, classes and
+/// num_detections output names (num_detections may be absent), the box layout, the score
+/// threshold and the class labels.
+pub struct BoxesAnswer<'a> {
+    pub names: &'a [String],
+    pub layout: super::postprocess::BoxLayout,
+    pub threshold: f32,
+    pub labels: &'a [String],
+}
+
+/// Detections per frame from the boxes convention (read as `how` says), in the pixels of an
+/// input of size `input` (normalized boxes are scaled to it).
 pub fn parse_boxes(
     bytes: &[u8],
     header_length: Option<usize>,
-    names: &[String],
     frames: usize,
-    layout: super::postprocess::BoxLayout,
     input: (u32, u32),
-    threshold: f32,
-    labels: &[String],
+    how: &BoxesAnswer<'_>,
 ) -> Result<Vec<Vec<Detection>>, String> {
+    let names = how.names;
     let outputs = parse_outputs(bytes, header_length)?;
     let get = |i: usize| {
         let name = names.get(i).map(String::as_str).unwrap_or(BOX_OUTPUTS[i]);
@@ -645,10 +652,10 @@ pub fn parse_boxes(
         &t,
         frames,
         bshape[1] as usize,
-        layout,
+        how.layout,
         input,
-        threshold,
-        |c| label_of(labels, c),
+        how.threshold,
+        |c| label_of(how.labels, c),
     )
 }
 
@@ -718,17 +725,13 @@ mod tests {
             let resp = response_with("motion", &req, box_outputs(&dets(), class));
             let names: Vec<String> = BOX_OUTPUTS.iter().map(|s| s.to_string()).collect();
             let layout = crate::inference::postprocess::BoxLayout::default();
-            let back = parse_boxes(
-                &resp.bytes,
-                resp.header_length,
-                &names,
-                3,
+            let how = BoxesAnswer {
+                names: &names,
                 layout,
-                (4, 3),
-                0.0,
-                &labels,
-            )
-            .unwrap();
+                threshold: 0.0,
+                labels: &labels,
+            };
+            let back = parse_boxes(&resp.bytes, resp.header_length, 3, (4, 3), &how).unwrap();
             assert_eq!(back, dets());
         }
         let bad = request_with(

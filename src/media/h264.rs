@@ -423,8 +423,22 @@ pub fn nal_types(annexb: &[u8]) -> Vec<u8> {
 
 /// True when the access unit carries an IDR slice: decoding can start here with no picture
 /// from before (closed keyframe interval), on any decoder.
+/// The first slice decides (a picture's slices are all IDR or none, H.264 7.4.1.2.4), so the
+/// scan stops there, a few bytes in, instead of walking the whole unit (it runs on every unit of
+/// every camera sharing decoders).
 pub fn is_idr(annexb: &[u8]) -> bool {
-    nal_payloads(annexb).any(|nal| nal[0] & 0x1f == 5)
+    let mut rest = annexb;
+    while let Some(at) = rest.windows(3).position(|w| w == [0, 0, 1]) {
+        let Some(&header) = rest.get(at + 3) else {
+            return false;
+        };
+        match header & 0x1f {
+            5 => return true,
+            1..=4 => return false,
+            _ => rest = &rest[at + 3..],
+        }
+    }
+    false
 }
 
 /// True when `data` contains a `00 00 01` start code (which also covers `00 00 00 01`).

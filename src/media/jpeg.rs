@@ -21,7 +21,7 @@ use zune_jpeg::zune_core::colorspace::ColorSpace;
 use zune_jpeg::zune_core::options::DecoderOptions;
 
 use super::h264::{YuvFrame, YuvView};
-use super::planes::Planes;
+use super::planes::{DECODED, Planes};
 use super::resize;
 use super::turbo::TurboJpeg;
 
@@ -381,16 +381,26 @@ impl DecodedFrames {
     }
 
     /// The same frames, keeping `guard` alive until they are dropped.
-    pub fn holding(self, guard: impl std::any::Any + Send + Sync) -> Self {
-        Self {
-            _guard: Some(Box::new(guard)),
-            ..self
-        }
+    pub fn holding(mut self, guard: impl std::any::Any + Send + Sync) -> Self {
+        self._guard = Some(Box::new(guard));
+        self
     }
 
     /// Frame `index`, if it is there and nobody took it yet.
     pub fn take(&self, index: usize) -> Option<Planes> {
         self.frames.get(index).and_then(|m| m.lock().take())
+    }
+}
+
+impl Drop for DecodedFrames {
+    /// Frames nobody took (nothing drawn on them) go back to the pool, before the guard (the
+    /// inference worker's slot) is released.
+    fn drop(&mut self) {
+        for m in &mut self.frames {
+            if let Some(p) = m.get_mut().take() {
+                DECODED.give(p);
+            }
+        }
     }
 }
 
@@ -709,6 +719,31 @@ mod tests {
                 panic!("libjpeg-turbo required by FRAMEWIRE_REQUIRE_TURBOJPEG: {e}")
             }
             Err(_) => vec![Codec::Rust],
+        }
+    }
+
+    /// A JPEG decoded into a reused buffer (holding another frame's bytes) equals one decoded
+    /// into a fresh buffer: the decoder writes every byte. 200×120 (not a multiple of the 16-row
+    /// MCU) is a size no other test decodes, so the buffers given here are the ones taken.
+    #[test]
+    fn decoding_into_reused_buffers_leaves_nothing_behind() {
+        let rgb = scene_rgb(200, 120, 4);
+        for codec in codecs() {
+            let jpeg = codec.encode_rgb(200, 120, &rgb, 80).unwrap();
+            let decode = |fill: u8| {
+                let given = Planes::grey(200, 120, fill);
+                let at = given.y.as_ptr();
+                DECODED.give(given);
+                let out = codec.decode_planes(&jpeg).unwrap();
+                if matches!(codec, Codec::Turbo(_)) {
+                    assert_eq!(out.y.as_ptr(), at, "decoded into the buffer given");
+                }
+                out
+            };
+            let (a, b) = (decode(0x00), decode(0xff));
+            assert_eq!(a, b, "{}", codec.name());
+            DECODED.give(a);
+            DECODED.give(b);
         }
     }
 

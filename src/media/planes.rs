@@ -5,6 +5,8 @@
 //! half the memory of RGB (1.5 bytes per pixel). Conversions to and from RGB are here for the
 //! rare paths (JPEGs that are not 4:2:0, the built-in codec's decoder, tests).
 
+use std::sync::{Mutex, PoisonError};
+
 /// Y at full size, Cb and Cr at `ceil(w/2) x ceil(h/2)`, tightly packed, JFIF full range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planes {
@@ -14,6 +16,63 @@ pub struct Planes {
     pub cb: Vec<u8>,
     pub cr: Vec<u8>,
 }
+
+/// Decoded frames' buffers kept for reuse. The process side decodes each batch (25 frames,
+/// 345 KB each at 640×360) and frees the frames once they are annotated; allocated afresh, every
+/// frame cost page faults and zeroing (glibc returns the freed batch to the kernel before the next
+/// one). At most `max_bytes` are kept; the oldest buffer goes first when a new one needs room.
+pub struct PlanesPool {
+    free: Mutex<Vec<Planes>>,
+    max_bytes: usize,
+}
+
+impl PlanesPool {
+    pub const fn new(max_bytes: usize) -> Self {
+        Self {
+            free: Mutex::new(Vec::new()),
+            max_bytes,
+        }
+    }
+
+    fn free(&self) -> std::sync::MutexGuard<'_, Vec<Planes>> {
+        self.free.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Planes of `width`×`height` for a caller that overwrites every byte: a kept buffer of
+    /// that size (holding an earlier frame), or new grey planes.
+    pub fn take(&self, width: u32, height: u32) -> Planes {
+        let kept = {
+            let mut free = self.free();
+            free.iter()
+                .rposition(|p| (p.width, p.height) == (width, height))
+                .map(|i| free.swap_remove(i))
+        };
+        kept.unwrap_or_else(|| Planes::grey(width, height, 0))
+    }
+
+    /// Keeps `planes` for a later [`Self::take`] (dropped if inconsistent or too large).
+    pub fn give(&self, planes: Planes) {
+        let size = planes.bytes();
+        if !planes.is_consistent() || size > self.max_bytes {
+            return;
+        }
+        let mut free = self.free();
+        let mut kept: usize = free.iter().map(Planes::bytes).sum();
+        while kept + size > self.max_bytes && !free.is_empty() {
+            kept -= free.remove(0).bytes();
+        }
+        free.push(planes);
+    }
+
+    /// Buffers and bytes kept now.
+    pub fn kept(&self) -> (usize, usize) {
+        let free = self.free();
+        (free.len(), free.iter().map(Planes::bytes).sum())
+    }
+}
+
+/// The process side's pool: room for both inference workers' batches at 640×360.
+pub static DECODED: PlanesPool = PlanesPool::new(24 << 20);
 
 /// JFIF's RGB → YCbCr, fixed point (16 fractional bits), rounded.
 fn ycbcr(r: i32, g: i32, b: i32) -> [u8; 3] {
@@ -59,6 +118,11 @@ impl Planes {
             cb: vec![128; c],
             cr: vec![128; c],
         }
+    }
+
+    /// Bytes held by the three planes.
+    pub fn bytes(&self) -> usize {
+        self.y.len() + self.cb.len() + self.cr.len()
     }
 
     /// True when the planes have the lengths the size requires.
@@ -171,6 +235,43 @@ impl Planes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A given buffer comes back for the same size (not for another), the pool keeps at most its
+    /// byte budget by dropping the oldest, and inconsistent planes are not kept.
+    #[test]
+    fn pool_reuses_by_size_within_its_budget() {
+        let one = Planes::grey(8, 4, 0).bytes();
+        assert_eq!(one, 32 + 8 + 8);
+        let pool = PlanesPool::new(2 * one);
+        let a = Planes::grey(8, 4, 7);
+        let a_ptr = a.y.as_ptr();
+        pool.give(a);
+        assert_eq!(pool.kept(), (1, one));
+        let other = pool.take(6, 4);
+        assert_eq!(
+            other,
+            Planes::grey(6, 4, 0),
+            "a new buffer for another size"
+        );
+        let again = pool.take(8, 4);
+        assert_eq!(
+            (again.y.as_ptr(), again.y[0]),
+            (a_ptr, 7),
+            "the same buffer back"
+        );
+        assert_eq!(pool.kept(), (0, 0));
+        for luma in [1, 2, 3] {
+            pool.give(Planes::grey(8, 4, luma));
+        }
+        assert_eq!(pool.kept(), (2, 2 * one));
+        let lumas = [pool.take(8, 4).y[0], pool.take(8, 4).y[0]];
+        assert_eq!(lumas, [3, 2], "the oldest (1) was dropped for the newest");
+        let mut broken = Planes::grey(8, 4, 0);
+        broken.cb.pop();
+        pool.give(broken);
+        pool.give(Planes::grey(16, 16, 0));
+        assert_eq!(pool.kept(), (0, 0), "inconsistent or over budget: not kept");
+    }
 
     /// The two conversions invert each other within rounding over the whole RGB cube (sampled).
     #[test]

@@ -18,7 +18,7 @@
 //! or time. Warnings (for example a truncated scan) keep the pixels decoded so far, like libjpeg.
 
 use super::jpeg::{JpegError, MAX_DIMENSION};
-use super::planes::Planes;
+use super::planes::{DECODED, Planes};
 use std::cell::RefCell;
 use std::ffi::{CStr, c_char, c_int, c_uchar, c_ulong, c_void};
 use std::sync::OnceLock;
@@ -486,7 +486,7 @@ impl TurboJpeg {
                     "JPEG header changed between reads".into(),
                 ));
             }
-            let mut out = Planes::grey(w as u32, h as u32, 0);
+            let mut out = DECODED.take(w as u32, h as u32);
             let (cw, _) = out.chroma_size();
             let mut ptrs = [out.y.as_mut_ptr(), out.cb.as_mut_ptr(), out.cr.as_mut_ptr()];
             let mut strides = [w, cw as c_int, cw as c_int];

@@ -360,7 +360,7 @@ impl ObjectStore for S3Storage {
                     .await
                     .map(|b| Ok(b.into_bytes().to_vec()))
                     .map_err(|e| e.to_string()),
-                Err(e) => Ok(Err(e)),
+                Err(e) => Ok(Err(Box::new(e))),
             }
         });
         match r {

@@ -1,6 +1,7 @@
 //! `framewire bench` (W1) keeps its contract: the last line on stdout is one JSON object with
 //! `fps`, `dropped`, `p50_ms`, `p99_ms` and `rss_mb` (operators and checks parse it), over the
-//! embedded bus with files and over the mock cluster with s3s-fs. Figures are not judged here
+//! embedded bus with files and over the mock cluster with s3s-fs, with the stage limits it
+//! measures on one core before and after its window. Figures are not judged here
 //! (speed is measured by running the bench, never asserted in a test).
 
 use crate::common::*;
@@ -16,6 +17,8 @@ fn bench(args: &[&str]) -> serde_json::Value {
             "3",
             "--warmup",
             "2",
+            "--limit-rounds",
+            "1",
         ])
         .args([
             "--width",
@@ -117,6 +120,22 @@ fn bench_prints_the_json_contract() {
         assert!(r["fps"].as_f64().unwrap() > 0.0);
         assert!(r["p50_ms"].as_f64().unwrap() <= r["p99_ms"].as_f64().unwrap());
         assert!(r["rss_mb"].as_f64().unwrap() > 1.0);
+        // The stage limits were measured before and after the window, and CPU per frame is set
+        // against their sum.
+        for when in ["before", "after"] {
+            let l = &r["stage_limits_ms"][when];
+            let parts: f64 = ["decode", "resize_encode", "jpeg_decode", "draw_encode"]
+                .iter()
+                .map(|k| l[k].as_f64().unwrap_or_else(|| panic!("{when}.{k}: {r}")))
+                .inspect(|v| assert!(*v > 0.0, "{when}: {r}"))
+                .sum();
+            assert!((l["sum"].as_f64().unwrap() - parts).abs() < 1e-6, "{r}");
+            assert!(l["detector"].as_f64().unwrap() > 0.0, "{r}");
+        }
+        assert!(
+            r["stage_limits_ms"]["cpu_vs_sum"].as_f64().unwrap() > 0.0,
+            "{r}"
+        );
         for stage in ["decode", "encode", "inference", "annotate", "store"] {
             assert!(
                 r["stage_ms_per_frame"][stage].as_f64().unwrap() > 0.0,

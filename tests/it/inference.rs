@@ -416,7 +416,9 @@ fn bad_requests_are_refused_and_the_server_survives() {
     let b = batch();
     let good = framewire::inference::oip::request("x", &[&b.frames[0].jpeg], true);
     let n = good.header_length.unwrap().to_string();
-    let cases: Vec<(String, Vec<u8>, Vec<(&str, &str)>, u16)> = vec![
+    // (url, body, headers, expected status)
+    type Case<'a> = (String, Vec<u8>, Vec<(&'a str, &'a str)>, u16);
+    let cases: Vec<Case> = vec![
         (
             format!("{u}/infer"),
             b"\x00\xffgarbage".to_vec(),

@@ -234,7 +234,8 @@ fn results_schema_refuses_wrong_documents() {
     });
     let check = |doc: &serde_json::Value| results_schema_errors(doc).is_empty();
     assert!(check(&valid), "the valid document passes");
-    let wrong: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    type Breakage = Box<dyn Fn(&mut serde_json::Value)>;
+    let wrong: Vec<(&str, Breakage)> = vec![
         (
             "missing frames",
             Box::new(|d| drop(d.as_object_mut().unwrap().remove("frames"))),

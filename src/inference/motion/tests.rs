@@ -178,6 +178,19 @@ fn jpeg_round_trip_keeps_recall() {
     let (hits, unmatched) = score(&dets, &truth);
     assert!(hits.iter().all(|&n| n >= 23), "hits per object {hits:?}");
     assert!(unmatched <= 2, "{unmatched} detections match no object");
+    // The same frames decoded first: the same detections, and a frame of another size is an
+    // error naming its index.
+    let (by_planes, mut planes) = MotionDetector::new(MotionConfig::default())
+        .detect_jpegs_keeping(&refs(&jpegs))
+        .unwrap();
+    assert_eq!(by_planes, dets);
+    let det = MotionDetector::new(MotionConfig::default());
+    assert_eq!(det.detect_planes(&planes).unwrap(), dets);
+    planes[3] = crate::media::planes::Planes::grey(320, 180, 0);
+    match det.detect_planes(&planes) {
+        Err(MotionError::SizeMismatch { index: 3, .. }) => {}
+        other => panic!("{other:?}"),
+    }
 }
 
 /// A static scene (still objects, sensor noise only) yields no detections at all.

@@ -327,5 +327,25 @@ fn idr_every_second() {
             );
             assert!(types.contains(&1), "frame {i} has no slice: {types:?}");
         }
+        assert_eq!(is_idr(&f.annexb), i % 25 == 0, "frame {i}: {types:?}");
     }
+    // The first slice decides; parameter sets, SEI and AUDs before it are skipped; a start
+    // code with nothing after it, or no slice at all, is not an IDR.
+    let nal = |t: u8, body: &[u8]| [&[0u8, 0, 0, 1, t][..], body].concat();
+    let unit = |nals: &[Vec<u8>]| nals.concat();
+    assert!(is_idr(&unit(&[
+        nal(9, &[0xf0]),
+        nal(6, &[5, 1, 0]),
+        nal(0x65, &[0x88])
+    ])));
+    assert!(is_idr(&unit(&[
+        nal(0x67, &[0x42, 0, 0x1e]),
+        nal(0x68, &[0xce]),
+        nal(0x25, &[1])
+    ])));
+    assert!(!is_idr(&unit(&[nal(9, &[0x30]), nal(0x41, &[0x9a])])));
+    assert!(!is_idr(&unit(&[nal(0x67, &[0x42]), nal(0x68, &[0xce])])));
+    assert!(!is_idr(&[0, 0, 1]));
+    assert!(!is_idr(&[]));
+    assert!(!is_idr(&[0x65, 0x88, 0x84]));
 }

@@ -139,6 +139,8 @@ struct Sample {
     stored: u64,
     dropped: u64,
     latency: Vec<(f64, u64)>,
+    /// The same, camera by camera (label order as collected).
+    latency_by_camera: Vec<(String, Vec<(f64, u64)>)>,
     stages: Vec<(&'static str, f64, u64)>,
     cpu: Duration,
     /// Of which the capture threads'.
@@ -165,6 +167,7 @@ fn sample(m: &Metrics, peers: &[Peer]) -> Sample {
         stored: latency.last().map_or(0, |b| b.1),
         dropped: total(&m.frames_dropped),
         latency,
+        latency_by_camera: crate::metrics::buckets_by_label(&m.capture_to_stored),
         stages: STAGES
             .iter()
             .map(|s| {
@@ -527,6 +530,24 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         .collect();
     let p50 = crate::metrics::quantile(&window, 0.5) * 1e3;
     let p99 = crate::metrics::quantile(&window, 0.99) * 1e3;
+    // The camera whose frames waited longest (p99 over the window): one stuck camera (its decoder
+    // lease, its partition) shows here, where the p99 over all cameras only says "slow".
+    let worst = b
+        .latency_by_camera
+        .iter()
+        .map(|(cam, buckets)| {
+            let before = a.latency_by_camera.iter().find(|(c, _)| c == cam);
+            let window: Vec<(f64, u64)> = buckets
+                .iter()
+                .enumerate()
+                .map(|(i, x)| {
+                    let y = before.and_then(|(_, v)| v.get(i)).map_or(0, |y| y.1);
+                    (x.0, x.1.saturating_sub(y))
+                })
+                .collect();
+            (cam.clone(), crate::metrics::quantile(&window, 0.99) * 1e3)
+        })
+        .max_by(|x, y| x.1.total_cmp(&y.1));
     let per_frame = |ms: f64| if frames == 0 { 0.0 } else { ms / frames as f64 };
     let cpu_ms = per_frame((b.cpu - a.cpu).as_secs_f64() * 1e3);
     let cameras_ms = per_frame(b.cameras_cpu.saturating_sub(a.cameras_cpu).as_secs_f64() * 1e3);
@@ -589,6 +610,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         "dropped": b.dropped.saturating_sub(a.dropped),
         "p50_ms": p50,
         "p99_ms": p99,
+        "p99_ms_worst_camera": worst.as_ref().map(|(cam, ms)| serde_json::json!({"camera": cam, "p99_ms": ms})),
         "cpu_ms_per_frame": cpu_ms,
         // Split: the capture threads (decode, resize, encode) and the rest (process side, glue).
         "cpu_ms_per_frame_cameras": cameras_ms,
@@ -617,7 +639,10 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         report["backlog_growth"]
     );
     println!(
-        "  capture→stored p50 {p50:>7.0} ms   p99 {p99:>7.0} ms   RSS {rss:.0} MiB (peak {rss_peak:.0})"
+        "  capture→stored p50 {p50:>7.0} ms   p99 {p99:>7.0} ms (worst camera: {})   RSS {rss:.0} MiB (peak {rss_peak:.0})",
+        worst
+            .as_ref()
+            .map_or("none".into(), |(cam, ms)| format!("{cam} {ms:.0} ms"))
     );
     println!(
         "  CPU {cpu_ms:.2} ms/frame ({:.2} cores busy): capture threads {cameras_ms:.2}, the rest {:.2}; wall time by stage, ms/frame:",

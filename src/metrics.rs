@@ -454,6 +454,30 @@ pub fn buckets(h: &HistogramVec) -> Vec<(f64, u64)> {
     merged
 }
 
+/// Cumulative buckets per label value of a one-label histogram (`+Inf` last, as [`buckets`]).
+pub fn buckets_by_label(h: &HistogramVec) -> Vec<(String, Vec<(f64, u64)>)> {
+    use prometheus::core::Collector;
+    h.collect()
+        .iter()
+        .flat_map(|fam| fam.get_metric())
+        .map(|m| {
+            let label = m
+                .get_label()
+                .first()
+                .map(|l| l.value().to_string())
+                .unwrap_or_default();
+            let hist = m.get_histogram();
+            let mut b: Vec<(f64, u64)> = hist
+                .get_bucket()
+                .iter()
+                .map(|b| (b.upper_bound(), b.cumulative_count()))
+                .collect();
+            b.push((f64::INFINITY, hist.get_sample_count()));
+            (label, b)
+        })
+        .collect()
+}
+
 /// The `p` quantile of cumulative buckets, interpolated linearly within the bucket it falls in
 /// (as Prometheus' `histogram_quantile`); 0 without samples, the highest finite bound when it
 /// falls in +Inf.
@@ -500,5 +524,35 @@ mod quantile_tests {
         assert!((quantile(&b, 0.25) - 0.1).abs() < 1e-9);
         assert_eq!(quantile(&b, 0.99), 0.2);
         assert_eq!(quantile(&[(f64::INFINITY, 0)], 0.5), 0.0);
+    }
+
+    /// Per-label buckets keep each camera's samples apart, and add up to the merged ones.
+    #[test]
+    fn buckets_by_label_split_the_merged_ones() {
+        let h = HistogramVec::new(
+            prometheus::HistogramOpts::new("t", "t").buckets(vec![1.0, 2.0]),
+            &["camera"],
+        )
+        .unwrap();
+        for v in [0.5, 0.7, 1.5] {
+            h.with_label_values(&["a"]).observe(v);
+        }
+        h.with_label_values(&["b"]).observe(9.0);
+        let mut by = buckets_by_label(&h);
+        by.sort_by(|x, y| x.0.cmp(&y.0));
+        let inf = f64::INFINITY;
+        assert_eq!(
+            by,
+            vec![
+                ("a".to_string(), vec![(1.0, 2), (2.0, 3), (inf, 3)]),
+                ("b".to_string(), vec![(1.0, 0), (2.0, 0), (inf, 1)]),
+            ]
+        );
+        assert_eq!(buckets(&h), vec![(1.0, 2), (2.0, 3), (inf, 4)]);
+        assert_eq!(
+            quantile(&by[1].1, 0.99),
+            2.0,
+            "b's sample is past the last bound"
+        );
     }
 }

@@ -118,6 +118,16 @@ fn bench_prints_the_json_contract() {
             "{args:?}: storage_fs in {r}"
         );
         assert!(r["fps"].as_f64().unwrap() > 0.0);
+        // The camera whose frames waited longest is named, with its p99.
+        let worst = &r["p99_ms_worst_camera"];
+        assert!(
+            worst["camera"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("cam-"),
+            "{r}"
+        );
+        assert!(worst["p99_ms"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["p50_ms"].as_f64().unwrap() <= r["p99_ms"].as_f64().unwrap());
         assert!(r["rss_mb"].as_f64().unwrap() > 1.0);
         // The stage limits were measured before and after the window, and CPU per frame is set

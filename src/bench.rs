@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 mod limits;
 pub use limits::StageLimits;
 
+/// JPEG quality of the cameras and the annotator, and of the stage limits.
+const QUALITY: u8 = 80;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BenchBus {
     Embedded,
@@ -138,8 +141,9 @@ struct Sample {
     sampled: u64,
     stored: u64,
     dropped: u64,
+    /// Over all cameras (merged from `latency_by_camera`).
     latency: Vec<(f64, u64)>,
-    /// The same, camera by camera (label order as collected).
+    /// Camera by camera (label order as collected).
     latency_by_camera: Vec<(String, Vec<(f64, u64)>)>,
     stages: Vec<(&'static str, f64, u64)>,
     cpu: Duration,
@@ -159,7 +163,8 @@ impl Sample {
 const STAGES: [&str; 5] = ["decode", "encode", "inference", "annotate", "store"];
 
 fn sample(m: &Metrics, peers: &[Peer]) -> Sample {
-    let latency = crate::metrics::buckets(&m.capture_to_stored);
+    let latency_by_camera = crate::metrics::buckets_by_label(&m.capture_to_stored);
+    let latency = crate::metrics::merge(latency_by_camera.iter().map(|(_, b)| b.as_slice()));
     Sample {
         at: Instant::now(),
         sampled: total(&m.frames_sampled),
@@ -167,7 +172,7 @@ fn sample(m: &Metrics, peers: &[Peer]) -> Sample {
         stored: latency.last().map_or(0, |b| b.1),
         dropped: total(&m.frames_dropped),
         latency,
-        latency_by_camera: crate::metrics::buckets_by_label(&m.capture_to_stored),
+        latency_by_camera,
         stages: STAGES
             .iter()
             .map(|s| {
@@ -423,7 +428,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
             c.sample_fps = f64::from(o.fps);
             c.width = o.out_width;
             c.height = o.out_height;
-            c.jpeg_quality = 80;
+            c.jpeg_quality = QUALITY;
             c.loop_file = true;
             c.pace = Pace::Realtime;
             c
@@ -431,16 +436,20 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         .collect();
     cfg.storage.path = dir.path().join("out").display().to_string();
     let storage_fs = filesystem(dir.path());
-    cfg.annotator.jpeg_quality = 80;
+    cfg.annotator.jpeg_quality = QUALITY;
     cfg.media.jpeg_codec = o.jpeg_codec.into();
     cfg.media.decoders = o.decoders;
     let codec = crate::media::jpeg::Codec::select(cfg.media.jpeg_codec)
         .map_err(|e| anyhow::anyhow!("--jpeg-codec: {e}"))?;
     let setup = limits::Setup {
-        clip: &clip,
+        units: if o.limit_rounds == 0 {
+            Vec::new()
+        } else {
+            limits::read_units(&clip)?
+        },
         out_width: o.out_width,
         out_height: o.out_height,
-        quality: 80,
+        quality: QUALITY,
         codec,
     };
     let measure_limits = |when: &str| -> anyhow::Result<Option<StageLimits>> {
@@ -522,12 +531,9 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
     let secs = (b.at - a.at).as_secs_f64();
     let frames = b.stored.saturating_sub(a.stored);
     let fps = frames as f64 / secs;
-    let window: Vec<(f64, u64)> = b
-        .latency
-        .iter()
-        .zip(&a.latency)
-        .map(|(x, y)| (x.0, x.1.saturating_sub(y.1)))
-        .collect();
+    // (Before any frame is stored, the merged buckets are only `+Inf`: `since` keeps every
+    // bound of the later read.)
+    let window = crate::metrics::since(&b.latency, Some(&a.latency));
     let p50 = crate::metrics::quantile(&window, 0.5) * 1e3;
     let p99 = crate::metrics::quantile(&window, 0.99) * 1e3;
     // The camera whose frames waited longest (p99 over the window): one stuck camera (its decoder
@@ -537,14 +543,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         .iter()
         .map(|(cam, buckets)| {
             let before = a.latency_by_camera.iter().find(|(c, _)| c == cam);
-            let window: Vec<(f64, u64)> = buckets
-                .iter()
-                .enumerate()
-                .map(|(i, x)| {
-                    let y = before.and_then(|(_, v)| v.get(i)).map_or(0, |y| y.1);
-                    (x.0, x.1.saturating_sub(y))
-                })
-                .collect();
+            let window = crate::metrics::since(buckets, before.map(|(_, b)| b.as_slice()));
             (cam.clone(), crate::metrics::quantile(&window, 0.99) * 1e3)
         })
         .max_by(|x, y| x.1.total_cmp(&y.1));
@@ -673,12 +672,13 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         ] {
             println!("    {name:<14} {x:>6.2} / {y:>6.2}");
         }
+        let x = |k: &str| limits_json[k].as_f64().unwrap_or(0.0);
         println!(
-            "  CPU per frame = {:.2}× the stage sum ({:.2}× with the detector counted)",
-            limits_json["cpu_vs_sum"].as_f64().unwrap_or(0.0),
-            limits_json["cpu_vs_sum_with_detector"]
-                .as_f64()
-                .unwrap_or(0.0)
+            "  CPU per frame = {:.2}× the stage sum ({:.2}× with the detector counted); capture threads {:.2}× their stages, the rest {:.2}× theirs (detector counted)",
+            x("cpu_vs_sum"),
+            x("cpu_vs_sum_with_detector"),
+            x("cameras_vs_stages"),
+            x("rest_vs_stages")
         );
     }
     println!(

@@ -435,23 +435,37 @@ pub fn total(v: &IntCounterVec) -> u64 {
 /// Cumulative buckets `(upper bound, count)` over all label values of a histogram, ending with
 /// `(+Inf, sample count)`.
 pub fn buckets(h: &HistogramVec) -> Vec<(f64, u64)> {
-    use prometheus::core::Collector;
+    merge(buckets_by_label(h).iter().map(|(_, b)| b.as_slice()))
+}
+
+/// Cumulative buckets of the same bounds summed into one list; `[(+Inf, 0)]` when there are none.
+pub fn merge<'a>(parts: impl IntoIterator<Item = &'a [(f64, u64)]>) -> Vec<(f64, u64)> {
     let mut merged: Vec<(f64, u64)> = Vec::new();
-    let mut count = 0;
-    for fam in h.collect() {
-        for m in fam.get_metric() {
-            let hist = m.get_histogram();
-            count += hist.get_sample_count();
-            for (i, b) in hist.get_bucket().iter().enumerate() {
-                if merged.len() <= i {
-                    merged.push((b.upper_bound(), 0));
-                }
-                merged[i].1 += b.cumulative_count();
+    for part in parts {
+        for (i, &(bound, count)) in part.iter().enumerate() {
+            if merged.len() <= i {
+                merged.push((bound, 0));
             }
+            merged[i].1 += count;
         }
     }
-    merged.push((f64::INFINITY, count));
+    if merged.is_empty() {
+        merged.push((f64::INFINITY, 0));
+    }
     merged
+}
+
+/// The samples `later` has over `earlier` (cumulative buckets of the same bounds, read from one
+/// histogram at two moments; `None`: it had none then).
+pub fn since(later: &[(f64, u64)], earlier: Option<&[(f64, u64)]>) -> Vec<(f64, u64)> {
+    later
+        .iter()
+        .enumerate()
+        .map(|(i, &(bound, count))| {
+            let before = earlier.and_then(|e| e.get(i)).map_or(0, |b| b.1);
+            (bound, count.saturating_sub(before))
+        })
+        .collect()
 }
 
 /// Cumulative buckets per label value of a one-label histogram (`+Inf` last, as [`buckets`]).
@@ -549,6 +563,23 @@ mod quantile_tests {
             ]
         );
         assert_eq!(buckets(&h), vec![(1.0, 2), (2.0, 3), (inf, 4)]);
+        assert_eq!(
+            merge(by.iter().map(|(_, b)| b.as_slice())),
+            buckets(&h),
+            "merging the per-label buckets gives the merged ones"
+        );
+        assert_eq!(merge([]), vec![(inf, 0)]);
+        let earlier = by[0].1.clone();
+        h.with_label_values(&["a"]).observe(1.2);
+        let later = buckets_by_label(&h);
+        let a = &later.iter().find(|(l, _)| l == "a").unwrap().1;
+        assert_eq!(since(a, Some(&earlier)), vec![(1.0, 0), (2.0, 1), (inf, 1)]);
+        assert_eq!(since(a, None), *a, "nothing before: all of it");
+        assert_eq!(
+            since(a, Some(&[(inf, 0)])),
+            *a,
+            "no samples before: only +Inf was read"
+        );
         assert_eq!(
             quantile(&by[1].1, 0.99),
             2.0,

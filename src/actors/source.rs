@@ -260,8 +260,9 @@ impl Drop for OwnDecoder {
 /// A camera's access units waiting for a shared decoder.
 #[derive(Default)]
 struct Held {
-    /// From an IDR on, in decoding order.
-    units: Vec<EncodedUnit>,
+    /// From an IDR on, in decoding order, each with whether it is an IDR (found once, on
+    /// arrival).
+    units: Vec<(EncodedUnit, bool)>,
     /// Where the interval still being received starts: `units[..start]` are complete intervals.
     start: usize,
     /// What the decoders learnt about this stream (reordering).
@@ -398,9 +399,9 @@ impl Capture<'_> {
             }
             held.start = held.units.len();
         }
-        held.units.push(unit);
-        let now_us = held.units[held.units.len() - 1].capture_us;
-        let open_for_us = now_us - held.units[held.start].capture_us;
+        let now_us = unit.capture_us;
+        held.units.push((unit, idr));
+        let open_for_us = now_us - held.units[held.start].0.capture_us;
         if held.start > 0 {
             // Complete intervals are held: decode them if a decoder is free, else keep reading
             // the camera and try again at its next unit; past MAX_WAIT, wait for one.
@@ -417,7 +418,7 @@ impl Capture<'_> {
             self.decode_held(pool, held, chain, true)?;
             let mut own = self.own_decoder()?;
             own.resume(held.memory);
-            for unit in std::mem::take(&mut held.units) {
+            for (unit, _) in std::mem::take(&mut held.units) {
                 self.feed(&mut own, chain, unit)?;
             }
             *decoding = Decoding::Own(own);
@@ -454,8 +455,8 @@ impl Capture<'_> {
         };
         decoder.resume(held.memory);
         let complete = std::mem::take(&mut held.start);
-        for (k, unit) in held.units.drain(..complete).enumerate() {
-            if k > 0 && is_idr(&unit.annexb) {
+        for (k, (unit, idr)) in held.units.drain(..complete).enumerate() {
+            if k > 0 && idr {
                 // The end of an interval: its held-back pictures come before the IDR's.
                 self.drain(&mut decoder, chain)?;
             }

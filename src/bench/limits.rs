@@ -95,9 +95,9 @@ fn timed<T>(total: &mut Duration, f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// What W1's cameras and process side are set to.
-pub struct Setup<'a> {
-    pub clip: &'a Path,
+/// What W1's cameras and process side are set to, and the clip's access units (read once).
+pub struct Setup {
+    pub units: Vec<Vec<u8>>,
     pub out_width: u32,
     pub out_height: u32,
     pub quality: u8,
@@ -105,17 +105,16 @@ pub struct Setup<'a> {
 }
 
 /// Measures every stage `rounds` times over the whole clip and returns the medians.
-pub fn measure(setup: &Setup<'_>, rounds: usize) -> anyhow::Result<StageLimits> {
-    let units = read_units(setup.clip)?;
-    anyhow::ensure!(!units.is_empty(), "{}: no video", setup.clip.display());
+pub fn measure(setup: &Setup, rounds: usize) -> anyhow::Result<StageLimits> {
+    anyhow::ensure!(!setup.units.is_empty(), "the clip has no video");
     let measured = (0..rounds.max(1))
-        .map(|_| round(setup, &units))
+        .map(|_| round(setup, &setup.units))
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(StageLimits::median(&measured))
 }
 
 /// The clip's access units, in decode order.
-fn read_units(clip: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+pub fn read_units(clip: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     let mut camera = CameraConfig::synthetic("stage-limits", &format!("file://{}", clip.display()));
     camera.pace = Pace::Fast;
     let mut source = FileSource::open(&camera, clip)?;
@@ -132,7 +131,7 @@ fn per_frame(total: Duration, frames: usize) -> f64 {
 
 /// One round: decode alone, then the camera side's encoder on freshly decoded pictures, then the
 /// process side batch by batch on the JPEGs it made.
-fn round(setup: &Setup<'_>, units: &[Vec<u8>]) -> anyhow::Result<StageLimits> {
+fn round(setup: &Setup, units: &[Vec<u8>]) -> anyhow::Result<StageLimits> {
     let (mut decode, mut decoded) = (Duration::ZERO, 0usize);
     let mut dec = H264Decoder::new()?;
     for u in units {
@@ -230,15 +229,15 @@ mod tests {
             f.write_all(&cam.next_frame().unwrap().annexb).unwrap();
         }
         drop(f);
+        let units = read_units(&clip).unwrap();
+        assert_eq!(units.len(), 50);
         let setup = Setup {
-            clip: &clip,
+            units,
             out_width: 160,
             out_height: 90,
             quality: 80,
             codec: Codec::default(),
         };
-        let units = read_units(&clip).unwrap();
-        assert_eq!(units.len(), 50);
         let l = measure(&setup, 1).unwrap();
         for (name, v) in [
             ("decode", l.decode),

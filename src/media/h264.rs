@@ -428,7 +428,7 @@ pub fn nal_types(annexb: &[u8]) -> Vec<u8> {
 /// every camera sharing decoders).
 pub fn is_idr(annexb: &[u8]) -> bool {
     let mut rest = annexb;
-    while let Some(at) = rest.windows(3).position(|w| w == [0, 0, 1]) {
+    while let Some(at) = start_code(rest) {
         let Some(&header) = rest.get(at + 3) else {
             return false;
         };
@@ -441,9 +441,14 @@ pub fn is_idr(annexb: &[u8]) -> bool {
     false
 }
 
+/// Where the first `00 00 01` start code in `data` begins (also inside `00 00 00 01`).
+fn start_code(data: &[u8]) -> Option<usize> {
+    data.windows(3).position(|w| w == [0, 0, 1])
+}
+
 /// True when `data` contains a `00 00 01` start code (which also covers `00 00 00 01`).
 fn has_start_code(data: &[u8]) -> bool {
-    data.windows(3).any(|w| w == [0, 0, 1])
+    start_code(data).is_some()
 }
 
 /// A view of openh264's strided planes, checked to cover the picture.

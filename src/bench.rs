@@ -145,6 +145,10 @@ struct Sample {
     latency: Vec<(f64, u64)>,
     /// Camera by camera (label order as collected).
     latency_by_camera: Vec<(String, Vec<(f64, u64)>)>,
+    /// Frames' ages when batched and when consumed (`framewire_capture_age_seconds`).
+    ages: Vec<(String, Vec<(f64, u64)>)>,
+    /// Keyframe intervals' waits for a shared decoder.
+    decoder_wait: Vec<(f64, u64)>,
     stages: Vec<(&'static str, f64, u64)>,
     cpu: Duration,
     /// Of which the capture threads'.
@@ -173,6 +177,8 @@ fn sample(m: &Metrics, peers: &[Peer]) -> Sample {
         dropped: total(&m.frames_dropped),
         latency,
         latency_by_camera,
+        ages: crate::metrics::buckets_by_label(&m.capture_age),
+        decoder_wait: crate::metrics::buckets(&m.h264_decoder_wait),
         stages: STAGES
             .iter()
             .map(|s| {
@@ -547,6 +553,30 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
             (cam.clone(), crate::metrics::quantile(&window, 0.99) * 1e3)
         })
         .max_by(|x, y| x.1.total_cmp(&y.1));
+    // Where the latency went: each frame's age when its batch was sealed and when consumed,
+    // p50 / p99 over the window, next to capture→stored.
+    let mut hops = serde_json::Map::new();
+    for (at, buckets) in &b.ages {
+        let before = a.ages.iter().find(|(x, _)| x == at);
+        let window = crate::metrics::since(buckets, before.map(|(_, b)| b.as_slice()));
+        hops.insert(
+            at.clone(),
+            serde_json::json!({
+                "p50_ms": crate::metrics::quantile(&window, 0.5) * 1e3,
+                "p99_ms": crate::metrics::quantile(&window, 0.99) * 1e3,
+            }),
+        );
+    }
+    hops.insert(
+        "stored".into(),
+        serde_json::json!({"p50_ms": p50, "p99_ms": p99}),
+    );
+    let waits = crate::metrics::since(&b.decoder_wait, Some(&a.decoder_wait));
+    let decoder_wait = serde_json::json!({
+        "intervals": waits.last().map_or(0, |w| w.1),
+        "p50_ms": crate::metrics::quantile(&waits, 0.5) * 1e3,
+        "p99_ms": crate::metrics::quantile(&waits, 0.99) * 1e3,
+    });
     let per_frame = |ms: f64| if frames == 0 { 0.0 } else { ms / frames as f64 };
     let cpu_ms = per_frame((b.cpu - a.cpu).as_secs_f64() * 1e3);
     let cameras_ms = per_frame(b.cameras_cpu.saturating_sub(a.cameras_cpu).as_secs_f64() * 1e3);
@@ -609,6 +639,9 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         "dropped": b.dropped.saturating_sub(a.dropped),
         "p50_ms": p50,
         "p99_ms": p99,
+        "age_ms": hops,
+        // Shared decoders: how long complete keyframe intervals waited for one.
+        "decoder_wait_ms": decoder_wait,
         "p99_ms_worst_camera": worst.as_ref().map(|(cam, ms)| serde_json::json!({"camera": cam, "p99_ms": ms})),
         "cpu_ms_per_frame": cpu_ms,
         // Split: the capture threads (decode, resize, encode) and the rest (process side, glue).
@@ -643,6 +676,25 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
             .as_ref()
             .map_or("none".into(), |(cam, ms)| format!("{cam} {ms:.0} ms"))
     );
+    println!(
+        "  frame age p50 / p99 ms: {}",
+        hops.iter()
+            .map(|(at, h)| format!(
+                "{at} {:.0} / {:.0}",
+                h["p50_ms"].as_f64().unwrap_or(0.0),
+                h["p99_ms"].as_f64().unwrap_or(0.0)
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if o.decoders > 0 {
+        println!(
+            "  keyframe intervals waiting for a shared decoder: p50 {:.0} ms, p99 {:.0} ms ({} intervals)",
+            decoder_wait["p50_ms"].as_f64().unwrap_or(0.0),
+            decoder_wait["p99_ms"].as_f64().unwrap_or(0.0),
+            decoder_wait["intervals"]
+        );
+    }
     println!(
         "  CPU {cpu_ms:.2} ms/frame ({:.2} cores busy): capture threads {cameras_ms:.2}, the rest {:.2}; wall time by stage, ms/frame:",
         report["cores_busy"].as_f64().unwrap_or(0.0),

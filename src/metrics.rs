@@ -5,8 +5,8 @@
 //! are bounded: camera id, stage, actor, result, reason — never a URL or error text.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -18,6 +18,8 @@ pub struct Metrics {
     pub frames_dropped: IntCounterVec,
     pub decode_errors: IntCounterVec,
     pub h264_decoders: IntGauge,
+    /// How long complete keyframe intervals waited for a shared decoder.
+    pub h264_decoder_wait: Histogram,
     pub batches_produced: IntCounterVec,
     pub batches_consumed: IntCounter,
     pub batches_stored: IntCounterVec,
@@ -26,6 +28,9 @@ pub struct Metrics {
     pub stage_errors: IntCounterVec,
     pub stage_duration: HistogramVec,
     pub capture_to_stored: HistogramVec,
+    /// A frame's age when its batch was sealed (`batched`) and when a consumer took it
+    /// (`consumed`): with `capture_to_stored`, where a frame's latency went.
+    pub capture_age: HistogramVec,
     pub detections: IntCounterVec,
     pub inference_requests: IntCounterVec,
     pub dead_letters: IntCounterVec,
@@ -84,6 +89,15 @@ fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
 }
 
 impl Metrics {
+    /// Observes the ages at `now` (µs) of frames captured at `captures` (µs), in
+    /// `framewire_capture_age_seconds{at}`.
+    pub fn frame_ages(&self, at: &str, now: i64, captures: impl IntoIterator<Item = i64>) {
+        let age = self.capture_age.with_label_values(&[at]);
+        for capture in captures {
+            age.observe((now - capture).max(0) as f64 / 1e6);
+        }
+    }
+
     pub fn new() -> Self {
         let r = Registry::new();
         let stage_buckets = vec![
@@ -229,13 +243,21 @@ impl Metrics {
                 "framewire_stage_duration_seconds",
                 "Time spent per pipeline stage (per frame for decode/encode, per batch otherwise).",
                 &["stage"],
-                stage_buckets,
+                stage_buckets.clone(),
             ),
             capture_to_stored: histogram(
                 &r,
                 "framewire_capture_to_stored_seconds",
                 "From a frame's capture to its batch being durable in storage.",
                 &["camera"],
+                latency_buckets.clone(),
+            ),
+            capture_age: histogram(
+                &r,
+                "framewire_capture_age_seconds",
+                "A frame's age from its capture when its batch was sealed (at=batched) and when a \
+                 consumer took the batch from the bus (at=consumed).",
+                &["at"],
                 latency_buckets,
             ),
             detections: counter(
@@ -301,6 +323,19 @@ impl Metrics {
                 "framewire_h264_decoders",
                 "H.264 decoders alive: one per camera, or the shared ones created so far (media.decoders) plus any camera's own. Each holds about 15 MB at 720p.",
             ),
+            h264_decoder_wait: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "framewire_h264_decoder_wait_seconds",
+                        "How long a camera's complete keyframe interval waited for a shared H.264 decoder (media.decoders > 0); long waits call for more decoders.",
+                    )
+                    .buckets(stage_buckets),
+                )
+                .expect("valid metric");
+                r.register(Box::new(h.clone()))
+                    .expect("metric registered once");
+                h
+            },
             consumer_paused: int_gauge(
                 &r,
                 "framewire_consumer_paused",
@@ -361,6 +396,9 @@ impl Metrics {
             for outcome in ["ok", "transient", "permanent"] {
                 m.inference_requests.with_label_values(&[protocol, outcome]);
             }
+        }
+        for at in ["batched", "consumed"] {
+            m.capture_age.with_label_values(&[at]);
         }
         for kind in ["assigned", "revoked"] {
             m.rebalances.with_label_values(&[kind]);
@@ -434,7 +472,7 @@ pub fn total(v: &IntCounterVec) -> u64 {
 
 /// Cumulative buckets `(upper bound, count)` over all label values of a histogram, ending with
 /// `(+Inf, sample count)`.
-pub fn buckets(h: &HistogramVec) -> Vec<(f64, u64)> {
+pub fn buckets(h: &impl prometheus::core::Collector) -> Vec<(f64, u64)> {
     merge(buckets_by_label(h).iter().map(|(_, b)| b.as_slice()))
 }
 
@@ -468,9 +506,9 @@ pub fn since(later: &[(f64, u64)], earlier: Option<&[(f64, u64)]>) -> Vec<(f64, 
         .collect()
 }
 
-/// Cumulative buckets per label value of a one-label histogram (`+Inf` last, as [`buckets`]).
-pub fn buckets_by_label(h: &HistogramVec) -> Vec<(String, Vec<(f64, u64)>)> {
-    use prometheus::core::Collector;
+/// Cumulative buckets per label value of a one-label histogram (`+Inf` last, as [`buckets`]; the
+/// label is empty for a histogram without labels).
+pub fn buckets_by_label(h: &impl prometheus::core::Collector) -> Vec<(String, Vec<(f64, u64)>)> {
     h.collect()
         .iter()
         .flat_map(|fam| fam.get_metric())

@@ -1,6 +1,7 @@
 //! `BatcherActor`: one per camera, beside its source. Takes `CapturedFrame`s from the camera's
 //! `FrameQueue` (a stream), closes a batch at `batch.frames` frames or `batch.max_wait` after its
-//! first frame (whichever comes first), encodes it (`kafka.wire_format`) and hands it to the
+//! first frame (whichever comes first; with shared decoders also at the end of a keyframe interval
+//! when the next would not fit, see [`Assembler`]), encodes it (`kafka.wire_format`) and hands it to the
 //! producer, waiting until the bus has acknowledged it (retrying forever: a batch handed over is
 //! never dropped). While it waits it takes no frames, so the queue fills and the capture thread drops
 //! the oldest (counted). `Flush` batches everything queued plus the partial batch (removal,
@@ -31,6 +32,9 @@ pub struct CapturedFrame {
     pub height: u32,
     pub jpeg: Vec<u8>,
     pub truth: Vec<TruthBox>,
+    /// Set on the last frame of a keyframe interval decoded in one go on a shared decoder: how
+    /// many frames that interval gave. The camera's next frames come only with its next interval.
+    pub interval_end: Option<usize>,
 }
 
 /// The bounded queue between a camera's capture thread and its batcher. When full, a push evicts
@@ -77,7 +81,10 @@ impl FrameQueue {
     }
 }
 
-/// Pure batch-closing logic: counts frames; the actor owns the timer.
+/// Pure batch-closing logic: counts frames; the actor owns the timer. A batch also closes at the
+/// end of a keyframe interval decoded in one go (shared decoders) when an interval as long would
+/// not fit in it: else its frames would wait a whole interval more for the next one (a camera
+/// that lost a frame would stay one interval late, its batches straddling two intervals).
 #[derive(Debug)]
 pub struct Assembler {
     max_frames: usize,
@@ -93,8 +100,11 @@ impl Assembler {
     }
     /// Adds a frame; returns the batch when it is full.
     pub fn push(&mut self, f: CapturedFrame) -> Option<Vec<CapturedFrame>> {
+        let next = f.interval_end;
         self.frames.push(f);
-        (self.frames.len() >= self.max_frames).then(|| std::mem::take(&mut self.frames))
+        let n = self.frames.len();
+        let close = n >= self.max_frames || next.is_some_and(|next| n + next > self.max_frames);
+        close.then(|| std::mem::take(&mut self.frames))
     }
     /// Takes the partial batch, if any.
     pub fn take(&mut self) -> Option<Vec<CapturedFrame>> {
@@ -187,12 +197,14 @@ impl BatcherActor {
     /// Turns a closed batch into a wire batch (assigning its sequence number).
     fn build(&mut self, frames: Vec<CapturedFrame>) -> v1::FrameBatch {
         let first = frames.first().map(|f| f.capture_us).unwrap_or_default();
+        let now = crate::media::source::now_us();
+        (self.life.shared.metrics).frame_ages("batched", now, frames.iter().map(|f| f.capture_us));
         let batch = v1::FrameBatch {
             camera_id: self.camera.clone(),
             batch_id: wire::batch_id(&self.camera, first, self.sequence),
             sequence: self.sequence,
             frames: frames.into_iter().map(to_wire_frame).collect(),
-            created_time_us: crate::media::source::now_us(),
+            created_time_us: now,
             source_type: self.source_type.to_string(),
             jpeg_quality: self.jpeg_quality,
         };
@@ -488,6 +500,7 @@ mod tests {
             height: 8,
             jpeg: vec![1],
             truth: vec![],
+            interval_end: None,
         }
     }
 
@@ -502,5 +515,39 @@ mod tests {
         assert!(a.take().is_none());
         a.push(frame(3));
         assert_eq!(a.take().map(|b| b.len()), Some(1));
+    }
+
+    /// Frames decoded an interval at a time: a batch closes at an interval's end when the next
+    /// interval would not fit, so batches follow intervals again after a lost frame, and several
+    /// short intervals share a batch.
+    #[test]
+    fn closes_at_an_interval_end_when_the_next_would_not_fit() {
+        let ends = |a: &mut Assembler, seqs: std::ops::Range<u64>, interval: usize| {
+            let last = seqs.end - 1;
+            seqs.filter_map(|s| {
+                let mut f = frame(s);
+                f.interval_end = (s == last).then_some(interval);
+                a.push(f).map(|b| (b[0].seq, b.len()))
+            })
+            .collect::<Vec<_>>()
+        };
+        let mut a = Assembler::new(25);
+        // Interval 0..25 lost its first frame: 24 frames, closed at its end.
+        assert_eq!(ends(&mut a, 1..25, 24), [(1, 24)]);
+        // Aligned again: the next interval is one batch.
+        assert_eq!(ends(&mut a, 25..50, 25), [(25, 25)]);
+        // Intervals of 10: two share a batch; the third would not fit.
+        assert_eq!(ends(&mut a, 50..60, 10), []);
+        assert_eq!(ends(&mut a, 60..70, 10), [(50, 20)]);
+        // An interval of 30: a full batch, then its 5 last frames at its end.
+        assert_eq!(ends(&mut a, 70..100, 30), [(70, 25), (95, 5)]);
+        assert!(a.take().is_none());
+        // Frames one by one (own decoder): only the count closes a batch.
+        assert_eq!(
+            (100..126)
+                .filter_map(|s| a.push(frame(s)).map(|b| b.len()))
+                .collect::<Vec<_>>(),
+            [25]
+        );
     }
 }

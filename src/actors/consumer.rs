@@ -230,7 +230,15 @@ impl ConsumerActor {
             .in_flight_batches
             .set(self.marks.in_flight() as i64);
         let batch = match wire::decode_keyed(&d.payload, &d.headers, d.key.as_deref()) {
-            Ok(b) => Arc::new(b),
+            Ok(b) => {
+                let now = crate::media::source::now_us();
+                let captures = b.frames.iter().map(|f| f.capture_time_us);
+                self.life
+                    .shared
+                    .metrics
+                    .frame_ages("consumed", now, captures);
+                Arc::new(b)
+            }
             Err(e) => {
                 self.life
                     .shared

@@ -17,7 +17,7 @@ use crate::media::TruthBox;
 use crate::media::decoders::{DecoderPool, MAX_HOLD, MAX_WAIT};
 use crate::media::h264::{H264Decoder, StreamMemory, YuvView, is_idr};
 use crate::media::jpeg::{Codec, FrameEncoder, scale_box};
-use crate::media::source::{EncodedUnit, Sampler, SourceError};
+use crate::media::source::{EncodedUnit, Sampler, SourceError, now_us};
 use crate::status::ActorState;
 use actix::prelude::*;
 use prometheus::{Gauge, Histogram, IntCounter, IntGauge};
@@ -220,6 +220,15 @@ struct Chain {
     /// The last access unit fed, and the capture interval before it (stamps flushed pictures).
     last: Option<EncodedUnit>,
     interval_us: i64,
+    /// While a keyframe interval is decoded in one go: its frames so far, the last held back
+    /// until the interval's end is known (it goes out marked, for the batcher).
+    burst: Option<Burst>,
+}
+
+#[derive(Default)]
+struct Burst {
+    frames: usize,
+    last: Option<CapturedFrame>,
 }
 
 /// How a capture run decodes.
@@ -282,6 +291,7 @@ struct CameraMetrics {
     last_frame: Gauge,
     decode_time: Histogram,
     encode_time: Histogram,
+    decoder_wait: Histogram,
 }
 
 impl CameraMetrics {
@@ -296,6 +306,7 @@ impl CameraMetrics {
             last_frame: m.camera_last_frame.with_label_values(&[id]),
             decode_time: m.stage_duration.with_label_values(&["decode"]),
             encode_time: m.stage_duration.with_label_values(&["encode"]),
+            decoder_wait: m.h264_decoder_wait.clone(),
         }
     }
 }
@@ -338,6 +349,7 @@ impl Capture<'_> {
             m: CameraMetrics::new(&self.shared.metrics, id),
             last: None,
             interval_us: 1,
+            burst: None,
         };
         let mut source = self.shared.opener.open(self.camera, self.url)?;
         while !self.stop.load(Ordering::Relaxed) {
@@ -353,14 +365,16 @@ impl Capture<'_> {
                         Decoding::Own(decoder) => self.drain(decoder, &mut chain)?,
                         Decoding::Shared { pool, held } => {
                             held.start = held.units.len();
-                            self.decode_held(pool, held, &mut chain, true)?
+                            self.decode_held(pool, held, &mut chain, None)?
                         }
                     }
                     if !self.camera.loop_file {
                         return Ok(());
                     }
                     // The flushed decoder takes the file again from its first IDR.
-                    source = self.shared.opener.open(self.camera, self.url)?;
+                    if !source.rewind()? {
+                        source = self.shared.opener.open(self.camera, self.url)?;
+                    }
                 }
             }
         }
@@ -403,10 +417,17 @@ impl Capture<'_> {
         held.units.push((unit, idr));
         let open_for_us = now_us - held.units[held.start].0.capture_us;
         if held.start > 0 {
-            // Complete intervals are held: decode them if a decoder is free, else keep reading
-            // the camera and try again at its next unit; past MAX_WAIT, wait for one.
-            let block = open_for_us >= MAX_WAIT.as_micros() as i64;
-            self.decode_held(pool, held, chain, block)?;
+            // Complete intervals are held: decode them when a decoder is free, waiting for one
+            // at most a frame interval at a time (then the camera's next unit is read, and it
+            // asks again, keeping its place in line); past MAX_WAIT, wait as long as it takes.
+            let patience = if open_for_us >= MAX_WAIT.as_micros() as i64 {
+                None
+            } else {
+                Some(Duration::from_micros(
+                    chain.interval_us.clamp(5_000, 100_000) as u64,
+                ))
+            };
+            self.decode_held(pool, held, chain, patience)?;
         }
         if open_for_us > MAX_HOLD.as_micros() as i64 {
             tracing::warn!(
@@ -415,7 +436,7 @@ impl Capture<'_> {
                  decoder (about 15 MB at 720p) until it restarts, instead of holding its video \
                  for the shared ones (media.decoders)"
             );
-            self.decode_held(pool, held, chain, true)?;
+            self.decode_held(pool, held, chain, None)?;
             let mut own = self.own_decoder()?;
             own.resume(held.memory);
             for (unit, _) in std::mem::take(&mut held.units) {
@@ -427,44 +448,89 @@ impl Capture<'_> {
     }
 
     /// Decodes the held complete keyframe intervals (all held units at the end of a file) on a
-    /// decoder leased from the pool, flushes it and gives it back. Without `block`, does nothing
-    /// when no decoder is free; with it, waits, and drops the intervals if stopped meanwhile.
+    /// decoder leased from the pool, flushes it and gives it back. Waits for a decoder at most
+    /// `patience` (then does nothing; `None`: as long as it takes, dropping the intervals if
+    /// stopped meanwhile). Cameras waiting are served in the order their intervals completed.
     fn decode_held(
         &self,
         pool: &DecoderPool,
         held: &mut Held,
         chain: &mut Chain,
-        block: bool,
+        patience: Option<Duration>,
     ) -> Result<(), SourceError> {
         if held.start == 0 {
             return Ok(());
         }
         let id = self.camera.id.as_str();
+        // Complete since the unit that closed the last interval arrived (at the end of a file:
+        // its last unit).
+        let since = held
+            .units
+            .get(held.start)
+            .or(held.units.last())
+            .map_or(0, |(u, _)| u.capture_us);
         let lease = pool
-            .lease(|| {
+            .lease(since, patience.map(|p| Instant::now() + p), || {
                 self.shared.status.heartbeat("source", Some(id));
-                !block || self.stop.load(Ordering::Relaxed)
+                self.stop.load(Ordering::Relaxed)
             })
             .map_err(|e| self.error(e.to_string()))?;
         let Some(mut decoder) = lease else {
-            if block {
+            if patience.is_none() {
                 held.units.drain(..held.start);
                 held.start = 0;
             }
             return Ok(());
         };
+        chain
+            .m
+            .decoder_wait
+            .observe((now_us() - since).max(0) as f64 / 1e6);
         decoder.resume(held.memory);
         let complete = std::mem::take(&mut held.start);
-        for (k, (unit, idr)) in held.units.drain(..complete).enumerate() {
+        chain.burst = Some(Burst::default());
+        let decoded = self.decode_intervals(&mut decoder, chain, held.units.drain(..complete));
+        self.end_interval(chain);
+        chain.burst = None;
+        held.memory = decoder.memory();
+        decoded
+    }
+
+    /// Decodes complete keyframe intervals in one go, each interval's last frame marked.
+    fn decode_intervals(
+        &self,
+        decoder: &mut H264Decoder,
+        chain: &mut Chain,
+        units: impl Iterator<Item = (EncodedUnit, bool)>,
+    ) -> Result<(), SourceError> {
+        for (k, (unit, idr)) in units.enumerate() {
             if k > 0 && idr {
                 // The end of an interval: its held-back pictures come before the IDR's.
-                self.drain(&mut decoder, chain)?;
+                self.drain(decoder, chain)?;
+                self.end_interval(chain);
             }
-            self.feed(&mut decoder, chain, unit)?;
+            self.feed(decoder, chain, unit)?;
         }
-        self.drain(&mut decoder, chain)?;
-        held.memory = decoder.memory();
-        Ok(())
+        self.drain(decoder, chain)
+    }
+
+    /// Queues the interval's last frame, marked with how many frames the interval gave.
+    fn end_interval(&self, chain: &mut Chain) {
+        let Some(burst) = &mut chain.burst else {
+            return;
+        };
+        let frames = std::mem::take(&mut burst.frames);
+        if let Some(mut last) = burst.last.take() {
+            last.interval_end = Some(frames);
+            self.queue(chain, last);
+        }
+    }
+
+    /// Puts a frame on the camera's queue (counting the oldest it evicts, if full).
+    fn queue(&self, chain: &Chain, frame: CapturedFrame) {
+        if self.queue.push(frame).is_some() {
+            chain.m.dropped.inc();
+        }
     }
 
     /// Decodes one access unit; its picture, if one is ready, goes down the chain.
@@ -561,10 +627,18 @@ impl Capture<'_> {
             height: out.1,
             jpeg,
             truth,
+            interval_end: None,
         };
         chain.seq += 1;
-        if self.queue.push(frame).is_some() {
-            chain.m.dropped.inc();
+        let frame = match &mut chain.burst {
+            Some(burst) => {
+                burst.frames += 1;
+                burst.last.replace(frame)
+            }
+            None => Some(frame),
+        };
+        if let Some(frame) = frame {
+            self.queue(chain, frame);
         }
         Ok(())
     }

@@ -14,7 +14,7 @@
 
 use super::h264::{DecodeError, H264Decoder};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The longest keyframe interval a camera holds for a shared decoder. A camera whose interval is
 /// longer (or that sends no IDR at all, as with intra refresh) decodes on its own decoder.
@@ -25,7 +25,7 @@ pub const MAX_HOLD: Duration = Duration::from_secs(4);
 /// buffers take the back-pressure).
 pub const MAX_WAIT: Duration = Duration::from_millis(500);
 
-/// At most `size` decoders, leased one at a time.
+/// At most `size` decoders, leased one at a time, the longest-waiting interval first.
 pub struct DecoderPool {
     size: usize,
     /// Counts the decoders this pool created, while it lives (a metric).
@@ -37,6 +37,23 @@ pub struct DecoderPool {
 struct State {
     idle: Vec<H264Decoder>,
     created: usize,
+    /// The callers waiting now: (since, ticket); the smallest goes first.
+    waiting: Vec<(i64, u64)>,
+    tickets: u64,
+}
+
+impl State {
+    fn available(&self, size: usize) -> bool {
+        !self.idle.is_empty() || self.created < size
+    }
+
+    fn first_in_line(&self) -> Option<(i64, u64)> {
+        self.waiting.iter().min().copied()
+    }
+
+    fn leave(&mut self, me: (i64, u64)) {
+        self.waiting.retain(|w| *w != me);
+    }
 }
 
 impl DecoderPool {
@@ -48,6 +65,8 @@ impl DecoderPool {
             state: Mutex::new(State {
                 idle: Vec::new(),
                 created: 0,
+                waiting: Vec::new(),
+                tickets: 0,
             }),
             returned: Condvar::new(),
         }
@@ -59,31 +78,40 @@ impl DecoderPool {
         self
     }
 
-    /// The most decoders this pool keeps.
-    pub fn size(&self) -> usize {
-        self.size
-    }
-
-    /// Decoders created so far (never more than `size`).
+    /// Decoders created so far (at most `size`).
     pub fn created(&self) -> usize {
         self.lock().created
     }
 
-    /// A decoder, waiting while all are leased. `give_up` is asked about every 100 ms of waiting
-    /// (callers send their heartbeat there); when it says true the wait ends with `Ok(None)`.
+    /// A decoder for work waiting `since` (a camera's interval complete since that capture time,
+    /// µs): while all are leased, the callers waiting are served oldest `since` first, each as a
+    /// decoder comes back. Waits until `until` (`None`: without limit), then gives `Ok(None)`;
+    /// `give_up` is asked about every 100 ms of waiting (callers send their heartbeat there), and
+    /// ends the wait with `Ok(None)` when it says true.
+    ///
+    /// A camera passes one frame interval as `until`, reads its next unit, and asks again with
+    /// the same `since`: it keeps its place among those waiting then, while its source is read.
     pub fn lease(
         &self,
+        since: i64,
+        until: Option<Instant>,
         mut give_up: impl FnMut() -> bool,
     ) -> Result<Option<Lease<'_>>, DecodeError> {
         let mut state = self.lock();
+        let me = (since, state.tickets);
+        state.tickets += 1;
+        state.waiting.push(me);
         loop {
-            if let Some(decoder) = state.idle.pop() {
-                return Ok(Some(Lease {
-                    pool: self,
-                    decoder: Some(decoder),
-                }));
-            }
-            if state.created < self.size {
+            if state.available(self.size) && state.first_in_line() == Some(me) {
+                state.leave(me);
+                // Another decoder may be free for the next in line.
+                self.returned.notify_all();
+                if let Some(decoder) = state.idle.pop() {
+                    return Ok(Some(Lease {
+                        pool: self,
+                        decoder: Some(decoder),
+                    }));
+                }
                 state.created += 1;
                 drop(state);
                 if let Some(alive) = &self.alive {
@@ -99,16 +127,25 @@ impl DecoderPool {
                         if let Some(alive) = &self.alive {
                             alive.dec();
                         }
+                        self.returned.notify_all();
                         Err(e)
                     }
                 };
             }
-            if give_up() {
+            let now = Instant::now();
+            let timeout = match until {
+                Some(t) if t <= now => None,
+                Some(t) => Some((t - now).min(POLL)),
+                None => Some(POLL),
+            };
+            let Some(timeout) = timeout.filter(|_| !give_up()) else {
+                state.leave(me);
+                self.returned.notify_all();
                 return Ok(None);
-            }
+            };
             state = self
                 .returned
-                .wait_timeout(state, Duration::from_millis(100))
+                .wait_timeout(state, timeout)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
@@ -119,6 +156,9 @@ impl DecoderPool {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// How often a waiting caller is asked whether it gives up.
+const POLL: Duration = Duration::from_millis(100);
 
 impl Drop for DecoderPool {
     fn drop(&mut self) {
@@ -156,7 +196,8 @@ impl Drop for Lease<'_> {
     fn drop(&mut self) {
         if let Some(decoder) = self.decoder.take() {
             self.pool.lock().idle.push(decoder);
-            self.pool.returned.notify_one();
+            // The first in line takes it; the others look again and keep waiting.
+            self.pool.returned.notify_all();
         }
     }
 }

@@ -46,10 +46,15 @@ pub struct FileSource {
 /// as a live camera's buffered stream would deliver them; later than that, the schedule restarts
 /// from now (what a camera's overflowing buffer would lose). So a capture thread held up now and
 /// then (both cores busy) shows as latency, not as a camera that slows down.
+/// A looped file goes on one frame interval (the last gap seen) after its last unit.
 #[derive(Debug, Default)]
 struct Pacer {
     /// The previous unit's timestamp and due time.
     last: Option<(f64, Instant)>,
+    /// The last positive gap between two timestamps (seconds).
+    period: f64,
+    /// The file started again: the next unit comes `period` after the previous one.
+    rewound: bool,
 }
 
 impl Pacer {
@@ -57,7 +62,15 @@ impl Pacer {
     fn due(&mut self, ts: f64, now: Instant) -> Instant {
         let due = match self.last {
             Some((prev, at)) => {
-                let gap = (ts - prev).clamp(0.0, MAX_GAP.as_secs_f64());
+                let gap = if std::mem::take(&mut self.rewound) {
+                    self.period
+                } else {
+                    ts - prev
+                };
+                let gap = gap.clamp(0.0, MAX_GAP.as_secs_f64());
+                if gap > 0.0 {
+                    self.period = gap;
+                }
                 let due = at + Duration::from_secs_f64(gap);
                 if now > due + MAX_GAP { now } else { due }
             }
@@ -65,6 +78,11 @@ impl Pacer {
         };
         self.last = Some((ts, due));
         due
+    }
+
+    /// The file starts again: its first unit is due one frame interval after its last.
+    fn rewind(&mut self) {
+        self.rewound = true;
     }
 }
 
@@ -77,6 +95,16 @@ enum Units {
 enum OpenFailure {
     Open(String),
     Unsupported(String),
+}
+
+impl OpenFailure {
+    fn naming(self, camera: &str) -> SourceError {
+        let camera = camera.to_string();
+        match self {
+            Self::Open(reason) => SourceError::Open { camera, reason },
+            Self::Unsupported(reason) => SourceError::Unsupported { camera, reason },
+        }
+    }
 }
 
 impl FileSource {
@@ -95,42 +123,49 @@ impl FileSource {
                 path.display()
             ))),
         };
-        let units = units.map_err(|f| match f {
-            OpenFailure::Open(reason) => SourceError::Open {
-                camera: camera.id.clone(),
-                reason,
-            },
-            OpenFailure::Unsupported(reason) => SourceError::Unsupported {
-                camera: camera.id.clone(),
-                reason,
-            },
-        })?;
         Ok(Self {
+            units: units.map_err(|f| f.naming(&camera.id))?,
             camera: camera.id.clone(),
             path: path.to_path_buf(),
             pace: camera.pace,
-            units,
             pacer: Pacer::default(),
             last_us: 0,
         })
     }
 
     /// Sleeps until the unit stamped `ts` (seconds) is due (not at all with `pace = "fast"`);
-    /// returns how long ago it was due (zero unless the reader is late).
-    fn wait_for(&mut self, ts: f64) -> Duration {
-        if self.pace != Pace::Realtime {
-            return Duration::ZERO;
-        }
+    /// returns the wall-clock moment it was due (µs), read against one clock reading taken
+    /// before any sleep, so a sleep that overshoots does not move the stamp.
+    fn wait_for(&mut self, ts: f64) -> i64 {
         let now = Instant::now();
+        let wall = now_us();
+        if self.pace != Pace::Realtime {
+            return wall;
+        }
         let due = self.pacer.due(ts, now);
+        let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
         if due > now {
             std::thread::sleep(due - now);
+            wall.saturating_add(us(due - now))
+        } else {
+            wall.saturating_sub(us(now - due))
         }
-        now.saturating_duration_since(due)
     }
 }
 
 impl FrameSource for FileSource {
+    /// Takes the file again from its start, on the same schedule: its first unit is due one
+    /// frame interval after its last (a looped clip plays like one long camera stream).
+    fn rewind(&mut self) -> Result<bool, SourceError> {
+        let units = match &self.units {
+            Units::Mp4(_) => Mp4Units::open(&self.path).map(Units::Mp4),
+            Units::Raw(_) => RawUnits::open(&self.path).map(Units::Raw),
+        };
+        self.units = units.map_err(|f| f.naming(&self.camera))?;
+        self.pacer.rewind();
+        Ok(true)
+    }
+
     fn next_unit(&mut self) -> Result<Option<EncodedUnit>, SourceError> {
         let next = match &mut self.units {
             Units::Mp4(m) => m.next(),
@@ -146,9 +181,7 @@ impl FrameSource for FileSource {
                 });
             }
         };
-        let late = self.wait_for(ts);
-        let late_us = i64::try_from(late.as_micros()).unwrap_or(i64::MAX);
-        let capture_us = (now_us() - late_us).max(self.last_us + 1);
+        let capture_us = self.wait_for(ts).max(self.last_us + 1);
         self.last_us = capture_us;
         Ok(Some(EncodedUnit {
             annexb,

@@ -57,6 +57,12 @@ impl SourceError {
 /// file), after which the caller flushes the decoder.
 pub trait FrameSource: Send {
     fn next_unit(&mut self) -> Result<Option<EncodedUnit>, SourceError>;
+
+    /// After the end (`Ok(None)`), starts the source again from its beginning, keeping its
+    /// schedule (a looped file). `Ok(false)` when it cannot: the caller opens it anew.
+    fn rewind(&mut self) -> Result<bool, SourceError> {
+        Ok(false)
+    }
 }
 
 /// Opens sources for cameras.

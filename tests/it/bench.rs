@@ -73,6 +73,8 @@ fn bench_prints_the_json_contract() {
             "s3",
             "--camera-phase",
             "aligned",
+            "--decoders",
+            "1",
         ][..],
     ] {
         let r = bench(args);
@@ -129,6 +131,26 @@ fn bench_prints_the_json_contract() {
         );
         assert!(worst["p99_ms"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["p50_ms"].as_f64().unwrap() <= r["p99_ms"].as_f64().unwrap());
+        // Where the latency went: frames' ages when batched, consumed and stored.
+        for at in ["batched", "consumed", "stored"] {
+            let (p50, p99) = (&r["age_ms"][at]["p50_ms"], &r["age_ms"][at]["p99_ms"]);
+            let (p50, p99) = (p50.as_f64(), p99.as_f64());
+            assert!(
+                p50.is_some_and(|p50| p50 > 0.0 && p50 <= p99.unwrap_or(0.0)),
+                "{at}: {r}"
+            );
+        }
+        assert_eq!(r["age_ms"]["stored"]["p99_ms"], r["p99_ms"], "{r}");
+        // With a shared decoder, how long complete keyframe intervals waited for it.
+        let intervals = r["decoder_wait_ms"]["intervals"].as_u64().unwrap();
+        assert_eq!(intervals > 0, mock, "{r}");
+        if mock {
+            assert!(
+                r["decoder_wait_ms"]["p99_ms"].as_f64().unwrap() >= 0.0,
+                "{r}"
+            );
+            assert_eq!(r["decoders_shared"], true, "{r}");
+        }
         assert!(r["rss_mb"].as_f64().unwrap() > 1.0);
         // The stage limits were measured before and after the window, and CPU per frame is set
         // against their sum.

@@ -42,7 +42,7 @@ fn decode_interval(
     gop: &[Vec<u8>],
 ) -> Vec<YuvFrame> {
     let mut dec = pool
-        .lease(|| false)
+        .lease(0, None, || false)
         .unwrap_or_else(|e| panic!("lease: {e}"))
         .unwrap_or_else(|| panic!("lease gave up"));
     dec.resume(*memory);
@@ -145,10 +145,10 @@ fn b_frame_streams_share_a_decoder_in_order() {
 #[test]
 fn leases_wait_for_a_returned_decoder_or_give_up() {
     let pool = DecoderPool::new(1);
-    let first = pool.lease(|| false).unwrap().unwrap();
+    let first = pool.lease(0, None, || false).unwrap().unwrap();
     let mut asked = 0;
     let none = pool
-        .lease(|| {
+        .lease(0, None, || {
             asked += 1;
             asked == 3
         })
@@ -158,7 +158,7 @@ fn leases_wait_for_a_returned_decoder_or_give_up() {
     let got = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
-            let lease = pool.lease(|| false).unwrap();
+            let lease = pool.lease(0, None, || false).unwrap();
             got.store(lease.is_some(), Ordering::SeqCst);
         });
         std::thread::sleep(Duration::from_millis(150));
@@ -170,4 +170,42 @@ fn leases_wait_for_a_returned_decoder_or_give_up() {
     });
     assert!(got.load(Ordering::SeqCst));
     assert_eq!(pool.created(), 1);
+}
+
+/// Callers waiting for the only decoder get it oldest interval first, whatever order they
+/// came in, one after another as each gives it back.
+#[test]
+fn waiting_callers_are_served_oldest_interval_first() {
+    let pool = DecoderPool::new(1);
+    let first = pool.lease(0, None, || false).unwrap().unwrap();
+    let order = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for since in [30, 10, 20] {
+            let (pool, order) = (&pool, &order);
+            s.spawn(move || {
+                let lease = pool.lease(since, None, || false).unwrap().unwrap();
+                order.lock().unwrap().push(since);
+                std::thread::sleep(Duration::from_millis(20));
+                drop(lease);
+            });
+            // Each is waiting before the next comes.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(first);
+    });
+    assert_eq!(*order.lock().unwrap(), [10, 20, 30]);
+}
+
+/// A caller passing `until` stops waiting then, and leaves the line: the next caller is served.
+#[test]
+fn a_lease_until_a_deadline_ends_then_and_leaves_the_line() {
+    let pool = DecoderPool::new(1);
+    let first = pool.lease(0, None, || false).unwrap().unwrap();
+    let until = Instant::now() + Duration::from_millis(30);
+    assert!(pool.lease(5, Some(until), || false).unwrap().is_none());
+    assert!(Instant::now() >= until);
+    drop(first);
+    // The caller that gave up (older, since 5) no longer stands in front.
+    let past = Some(Instant::now());
+    assert!(pool.lease(50, past, || false).unwrap().is_some());
 }

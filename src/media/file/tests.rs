@@ -75,11 +75,33 @@ fn realtime_pace_follows_the_file() {
     for path in [&mp4, &raw] {
         let mut src = FileSource::open(&camera(Pace::Realtime), path).unwrap();
         let t = Instant::now();
-        assert_eq!(drain(&mut src).unwrap().len(), 13);
+        let units = drain(&mut src).unwrap();
+        assert_eq!(units.len(), 13);
         let took = t.elapsed().as_secs_f64();
         assert!(
             (0.40..0.75).contains(&took),
             "{}: {took:.3} s",
+            path.display()
+        );
+        // Stamped when due (one frame interval apart), however long each sleep overran.
+        for w in units.windows(2) {
+            let gap = w[1].capture_us - w[0].capture_us;
+            assert!(
+                (39_800..40_200).contains(&gap),
+                "{}: {gap} µs",
+                path.display()
+            );
+        }
+        // Looped (the reader took 10 ms to get there): the file goes on one frame interval
+        // after its last unit, not at once.
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(src.rewind().unwrap());
+        let again = drain(&mut src).unwrap();
+        assert_eq!(again.len(), 13);
+        let gap = again[0].capture_us - units[12].capture_us;
+        assert!(
+            (39_000..41_000).contains(&gap),
+            "{}: {gap} µs",
             path.display()
         );
     }
@@ -108,6 +130,10 @@ fn realtime_pace_keeps_the_schedule_of_a_late_reader() {
     // A 5 s hole in the timestamps is waited out for 1 s; backwards timestamps are due at once.
     assert_eq!(p.due(13.3125, us(1_563_000)), us(2_562_500));
     assert_eq!(p.due(3.0, us(2_563_000)), us(2_562_500));
+    // Started again from its first timestamp: one interval (the last positive gap) later.
+    p.rewind();
+    assert_eq!(p.due(0.0, us(2_563_000)), us(3_562_500));
+    assert_eq!(p.due(0.0625, us(2_564_000)), us(3_625_000));
 }
 
 /// Missing, empty, foreign and truncated files are errors naming the file or the codec.

@@ -146,6 +146,7 @@ async fn run(
         status: status.clone(),
         clock: Arc::new(SystemClock),
         opener: opts.opener.clone(),
+        produced: Default::default(),
     };
     let root = Root::new(opts.config.clone(), role, shared).start();
     let _ = ready.send(Ok(http_addr));

@@ -526,6 +526,33 @@ impl Handler<InFlight> for ConsumerActor {
     }
 }
 
+/// Whether the consumer group has committed past each (partition, offset) (for shutdown: the
+/// batches this daemon produced are stored, whichever member took them). `false` when not
+/// connected or the coordinator does not answer.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct CommittedPast(pub Vec<(i32, i64)>);
+
+impl Handler<CommittedPast> for ConsumerActor {
+    type Result = ResponseFuture<bool>;
+    fn handle(&mut self, msg: CommittedPast, _: &mut Context<Self>) -> Self::Result {
+        let conn = self.conn.clone();
+        Box::pin(async move {
+            let Some((consumer, _)) = conn else {
+                return false;
+            };
+            match tokio::task::spawn_blocking(move || consumer.committed_past(&msg.0)).await {
+                Ok(Ok(past)) => past,
+                Ok(Err(e)) => {
+                    tracing::debug!("committed offsets: {e}");
+                    false
+                }
+                Err(_) => false,
+            }
+        })
+    }
+}
+
 impl Handler<Retire> for ConsumerActor {
     type Result = ();
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {

@@ -38,6 +38,8 @@ pub struct Shared {
     pub status: Arc<StatusRegistry>,
     pub clock: SharedClock,
     pub opener: Arc<dyn SourceOpener>,
+    /// What this daemon's producer has had stored (shutdown waits for it to be committed).
+    pub produced: Arc<crate::bus::ProducedOffsets>,
 }
 
 /// A replaceable address: the root swaps the actor behind it (reload, or rebuild after a panic)

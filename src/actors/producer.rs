@@ -81,6 +81,7 @@ impl Handler<Produce> for ProducerActor {
     fn handle(&mut self, msg: Produce, _: &mut Context<Self>) -> Self::Result {
         let producer = self.producer.clone();
         let metrics = self.life.shared.metrics.clone();
+        let produced = self.life.shared.produced.clone();
         Box::pin(async move {
             let Some(producer) = producer else {
                 return Err(StageError::transient(
@@ -99,6 +100,7 @@ impl Handler<Produce> for ProducerActor {
                 .with_label_values(&["produce"])
                 .observe(t.elapsed().as_secs_f64());
             metrics.batches_produced.with_label_values(&[&key]).inc();
+            produced.record(r.0, r.1);
             Ok(r)
         })
     }

@@ -6,7 +6,7 @@
 
 use super::annotator::AnnotatorActor;
 use super::batcher::{BatcherActor, BatcherSpec, Flush, FrameQueue};
-use super::consumer::{ConsumerActor, InFlight, Stages};
+use super::consumer::{CommittedPast, ConsumerActor, InFlight, Stages};
 use super::inference::InferenceActor;
 use super::producer::ProducerActor;
 use super::source::SourceActor;
@@ -427,10 +427,10 @@ impl Handler<Shutdown> for Root {
                 u.batcher.do_send(Retire);
             });
         }
-        let (role, embedded, metrics) = (
+        let (role, embedded, produced) = (
             self.role,
             self.embedded.clone(),
-            self.shared.metrics.clone(),
+            self.shared.produced.clone(),
         );
         let consumer = self.process.as_ref().map(|p| p.consumer.clone());
         Box::pin(
@@ -448,12 +448,17 @@ impl Handler<Shutdown> for Root {
                     };
                     let drained = match (&embedded, role) {
                         (Some(bus), _) => bus.uncommitted() == 0 && in_flight == 0,
+                        // Every batch produced here committed by the group: stored (or
+                        // dead-lettered), by this member or another.
                         (None, Role::All) => {
-                            use crate::metrics::total;
                             in_flight == 0
-                                && total(&metrics.batches_stored)
-                                    + total(&metrics.messages_rejected)
-                                    >= total(&metrics.batches_produced)
+                                && match &consumer {
+                                    Some(c) => c
+                                        .send(CommittedPast(produced.snapshot()))
+                                        .await
+                                        .unwrap_or(false),
+                                    None => false,
+                                }
                         }
                         (None, _) => in_flight == 0,
                     };

@@ -328,6 +328,27 @@ impl KafkaConsumer {
         Ok(out)
     }
 
+    /// Whether the group's committed offset is beyond `offset` on each listed partition, assigned
+    /// to this member or not (blocking: asks the group coordinator).
+    pub fn committed_past(&self, offsets: &[(i32, i64)]) -> Result<bool, BusError> {
+        if offsets.is_empty() {
+            return Ok(true);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, _) in offsets {
+            tpl.add_partition(&self.topic, *p);
+        }
+        let committed = self
+            .inner
+            .committed_offsets(tpl, Duration::from_secs(5))
+            .map_err(|e| err(&self.secrets, e))?;
+        Ok(offsets.iter().all(|(p, o)| {
+            committed
+                .find_partition(&self.topic, *p)
+                .is_some_and(|el| matches!(el.offset(), Offset::Offset(c) if c > *o))
+        }))
+    }
+
     pub fn commit(&self, partition: i32, next_offset: i64) -> Result<(), BusError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next_offset))

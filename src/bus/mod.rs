@@ -41,6 +41,27 @@ pub enum BusError {
     DeadLetter(String),
 }
 
+/// The highest offset this daemon's producer has had stored, per partition: what a `role = "all"`
+/// daemon waits to see committed by its consumer group before it calls itself drained. (Counting
+/// stored batches instead is wrong after a redelivery: a batch stored twice would stand in for
+/// one not consumed yet.)
+#[derive(Debug, Default)]
+pub struct ProducedOffsets(std::sync::Mutex<std::collections::BTreeMap<i32, i64>>);
+
+impl ProducedOffsets {
+    pub fn record(&self, partition: i32, offset: i64) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let o = m.entry(partition).or_insert(offset);
+        *o = (*o).max(offset);
+    }
+
+    /// (partition, highest offset produced), by partition.
+    pub fn snapshot(&self) -> Vec<(i32, i64)> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter().map(|(p, o)| (*p, *o)).collect()
+    }
+}
+
 /// Where produced messages go.
 #[derive(Clone)]
 pub enum Producer {
@@ -94,6 +115,16 @@ impl Consumer {
     /// Whether `recv` must keep being polled while paused (Kafka: rebalances and group liveness).
     pub fn polls_while_paused(&self) -> bool {
         matches!(self, Consumer::Kafka(_))
+    }
+
+    /// Whether the consumer group has committed past each (partition, offset): every message up
+    /// to it is durable downstream, whichever member took it (blocking for Kafka: asks the group
+    /// coordinator). The embedded bus answers for its own uncommitted messages instead.
+    pub fn committed_past(&self, offsets: &[(i32, i64)]) -> Result<bool, BusError> {
+        match self {
+            Consumer::Embedded(c) => Ok(c.lags().iter().all(|(_, lag)| *lag == 0)),
+            Consumer::Kafka(c) => c.committed_past(offsets),
+        }
     }
 
     /// Rebalance changes since the last call: partitions revoked, and how many were assigned.

@@ -221,3 +221,115 @@ fn split_roles_through_kafka() {
     let docs = results(&out);
     assert_eq!(docs.len() as u64, produced);
 }
+
+/// Ensures `Consumer::committed_past`, which a `role = "all"` daemon's shutdown waits on, follows
+/// the group's commits on the real protocol: false before a commit, true once the commit passes
+/// the offset (not at it), and the same answer from a second member that owns nothing.
+#[test]
+fn committed_past_follows_the_group_commit() {
+    use framewire::bus::kafka::{KafkaConsumer, KafkaProducer};
+    use framewire::bus::{Consumer, OutMessage};
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("frames.cp", 2, 1).expect("topic");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Vec::new(), 25);
+    mock_kafka(&mut cfg, &cluster, "frames.cp");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The consumer's stream needs a Tokio runtime to exist in.
+    let _rt = rt.enter();
+    let producer = KafkaProducer::new(&cfg.kafka).expect("producer");
+    let produced: Vec<(i32, i64)> = rt.block_on(async {
+        let mut out = Vec::new();
+        for i in 0..8 {
+            let key = format!("cam-{i}");
+            let msg = OutMessage {
+                payload: key.as_bytes().to_vec(),
+                key,
+                headers: Vec::new(),
+            };
+            out.push(producer.send(&msg).await.expect("produced"));
+        }
+        out
+    });
+    // The highest offset per partition, as `ProducedOffsets` keeps them.
+    let highest = framewire::bus::ProducedOffsets::default();
+    for (p, o) in &produced {
+        highest.record(*p, *o);
+    }
+    let highest = highest.snapshot();
+    assert_eq!(
+        highest.len(),
+        2,
+        "the keys land on both partitions: {produced:?}"
+    );
+    for (p, o) in &highest {
+        let most = produced
+            .iter()
+            .filter(|(q, _)| q == p)
+            .map(|(_, o)| *o)
+            .max();
+        assert_eq!(Some(*o), most, "partition {p}");
+    }
+    let consumer = Consumer::Kafka(KafkaConsumer::new(&cfg.kafka).expect("consumer"));
+    assert!(
+        !consumer
+            .committed_past(&highest)
+            .expect("asks the coordinator"),
+        "nothing is committed yet"
+    );
+    // Take everything (this joins the group), then commit up to, not past, the last offsets.
+    rt.block_on(async {
+        for _ in 0..produced.len() {
+            tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+                .await
+                .expect("delivered in time")
+                .expect("delivered");
+        }
+    });
+    // The commits are asynchronous: wait until the coordinator has them, asking with rdkafka's
+    // own client in the same group (not the code under test).
+    let raw: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("group.id", &cfg.kafka.group_id)
+        .create()
+        .unwrap();
+    let wait_committed = |p: i32, next: i64| {
+        use rdkafka::consumer::Consumer as _;
+        wait_until("commit stored", Duration::from_secs(30), || {
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            tpl.add_partition("frames.cp", p);
+            raw.committed_offsets(tpl, Duration::from_secs(5))
+                .ok()
+                .and_then(|t| t.find_partition("frames.cp", p).map(|e| e.offset()))
+                == Some(rdkafka::Offset::Offset(next))
+        })
+    };
+    for (p, o) in &highest {
+        consumer.commit(*p, *o).unwrap();
+        wait_committed(*p, *o);
+    }
+    assert!(
+        !consumer.committed_past(&highest).unwrap(),
+        "a commit at the last offset leaves that message to be redelivered"
+    );
+    let (first, rest) = highest.split_first().unwrap();
+    consumer.commit(first.0, first.1 + 1).unwrap();
+    wait_committed(first.0, first.1 + 1);
+    assert!(consumer.committed_past(&[*first]).unwrap());
+    assert!(
+        !consumer.committed_past(&highest).unwrap(),
+        "one partition committed past is not all"
+    );
+    for (p, o) in rest {
+        consumer.commit(*p, *o + 1).unwrap();
+        wait_committed(*p, *o + 1);
+    }
+    assert!(consumer.committed_past(&highest).unwrap());
+    // Another member of the group, assigned nothing, reads the same commits.
+    let other = Consumer::Kafka(KafkaConsumer::new(&cfg.kafka).expect("second consumer"));
+    assert!(other.committed_past(&highest).unwrap());
+    assert!(!other.committed_past(&[(first.0, first.1 + 1)]).unwrap());
+}

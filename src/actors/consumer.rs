@@ -59,6 +59,8 @@ pub struct ConsumerActor {
     /// Commits sent and not yet confirmed by the bus, per partition (re-sent until they are:
     /// a commit can fail with a stale generation while the group rebalances).
     unconfirmed: std::collections::BTreeMap<i32, i64>,
+    /// A check of `unconfirmed` against the group coordinator is under way.
+    confirming: bool,
     fetching: bool,
     draining: bool,
     life: Life,
@@ -85,6 +87,7 @@ impl ConsumerActor {
             prefix,
             marks: Watermarks::default(),
             unconfirmed: Default::default(),
+            confirming: false,
             fetching: false,
             draining: false,
             life,
@@ -354,26 +357,53 @@ impl ConsumerActor {
         }
     }
 
-    /// Re-sends commits the bus has not confirmed (every 2 s); revoked partitions were dropped
-    /// from `unconfirmed` by `rebalanced`.
-    fn recommit(&mut self) {
+    /// Re-sends commits the bus has not stored (checked every 2 s, off the actor's thread: the
+    /// group coordinator is asked); revoked partitions were dropped from `unconfirmed` by
+    /// `rebalanced`, and a partition that committed further meanwhile waits for the next check.
+    fn recommit(&mut self, ctx: &mut Context<Self>) {
         let Some((c, _)) = self.conn.clone() else {
             return;
         };
         self.rebalanced(&c);
-        let pending: Vec<(i32, i64)> = self.unconfirmed.iter().map(|(p, o)| (*p, *o)).collect();
-        for (p, next) in pending {
-            if c.commit_confirmed(p, next) {
-                self.unconfirmed.remove(&p);
-            } else {
-                tracing::debug!(
-                    partition = p,
-                    next,
-                    "commit not confirmed yet: sending again"
-                );
-                self.commit(&c, p, next);
-            }
+        if self.confirming || self.unconfirmed.is_empty() {
+            return;
         }
+        let pending: Vec<(i32, i64)> = self.unconfirmed.iter().map(|(p, o)| (*p, *o)).collect();
+        let asked = pending.clone();
+        self.confirming = true;
+        ctx.spawn(
+            async move { tokio::task::spawn_blocking(move || c.commits_stored(&asked)).await }
+                .into_actor(self)
+                .map(move |r, a, _| {
+                    a.confirming = false;
+                    let stored = match r {
+                        Ok(Ok(stored)) => stored,
+                        Ok(Err(e)) => {
+                            tracing::debug!("asking which commits are stored: {e}");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let Some((c, _)) = a.conn.clone() else {
+                        return;
+                    };
+                    for ((p, next), stored) in pending.into_iter().zip(stored) {
+                        if a.unconfirmed.get(&p) != Some(&next) {
+                            continue;
+                        }
+                        if stored {
+                            a.unconfirmed.remove(&p);
+                        } else {
+                            tracing::debug!(
+                                partition = p,
+                                next,
+                                "commit not stored yet: sending again"
+                            );
+                            a.commit(&c, p, next);
+                        }
+                    }
+                }),
+        );
     }
 }
 
@@ -484,7 +514,7 @@ impl Actor for ConsumerActor {
         ctx.run_interval(Duration::from_secs(1), |a, _| a.life.heartbeat());
         // Pause/resume follows the downstreams' health; rebalances show up here when idle.
         ctx.run_interval(Duration::from_millis(250), |a, ctx| a.fetch(ctx));
-        ctx.run_interval(Duration::from_secs(2), |a, _| a.recommit());
+        ctx.run_interval(Duration::from_secs(2), |a, ctx| a.recommit(ctx));
     }
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
         self.conn = None;

@@ -143,8 +143,6 @@ struct GroupInner {
     revoked: Vec<i32>,
     newly_assigned: usize,
     paused: bool,
-    /// Highest offset the brokers confirmed committed, per partition (commit callback).
-    confirmed: std::collections::HashMap<i32, i64>,
 }
 
 impl GroupState {
@@ -159,10 +157,6 @@ impl GroupState {
     }
     pub fn assigned(&self) -> Vec<i32> {
         self.inner.lock().assigned.iter().copied().collect()
-    }
-    /// The highest commit of `partition` the brokers confirmed.
-    pub fn confirmed(&self, partition: i32) -> Option<i64> {
-        self.inner.lock().confirmed.get(&partition).copied()
     }
 }
 
@@ -202,28 +196,6 @@ impl ConsumerContext for GroupContext {
             }
             Rebalance::Error(e) => tracing::warn!("rebalance failed: {e}"),
             Rebalance::Revoke(_) => {}
-        }
-    }
-    /// Commits are asynchronous: record which ones the brokers confirmed, so the consumer
-    /// re-commits one that failed (e.g. with a stale generation during a rebalance).
-    fn commit_callback(
-        &self,
-        result: rdkafka::error::KafkaResult<()>,
-        offsets: &TopicPartitionList,
-    ) {
-        let mut g = self.state.inner.lock();
-        for el in offsets.elements_for_topic(&self.topic) {
-            let error = el.error();
-            match (&result, &error, el.offset()) {
-                (Ok(()), Ok(()), Offset::Offset(o)) => {
-                    let c = g.confirmed.entry(el.partition()).or_insert(o);
-                    *c = (*c).max(o);
-                }
-                (Err(e), _, _) | (_, Err(e), _) => {
-                    tracing::debug!(partition = el.partition(), "commit not confirmed: {e}")
-                }
-                _ => {}
-            }
         }
     }
 }
@@ -328,25 +300,28 @@ impl KafkaConsumer {
         Ok(out)
     }
 
-    /// Whether the group's committed offset is beyond `offset` on each listed partition, assigned
-    /// to this member or not (blocking: asks the group coordinator).
-    pub fn committed_past(&self, offsets: &[(i32, i64)]) -> Result<bool, BusError> {
-        if offsets.is_empty() {
-            return Ok(true);
+    /// For each (partition, next offset), whether the group's committed offset has reached it,
+    /// on partitions assigned to this member or not (blocking: asks the group coordinator).
+    pub fn commits_stored(&self, commits: &[(i32, i64)]) -> Result<Vec<bool>, BusError> {
+        if commits.is_empty() {
+            return Ok(Vec::new());
         }
         let mut tpl = TopicPartitionList::new();
-        for (p, _) in offsets {
+        for (p, _) in commits {
             tpl.add_partition(&self.topic, *p);
         }
         let committed = self
             .inner
             .committed_offsets(tpl, Duration::from_secs(5))
             .map_err(|e| err(&self.secrets, e))?;
-        Ok(offsets.iter().all(|(p, o)| {
-            committed
-                .find_partition(&self.topic, *p)
-                .is_some_and(|el| matches!(el.offset(), Offset::Offset(c) if c > *o))
-        }))
+        Ok(commits
+            .iter()
+            .map(|(p, next)| {
+                committed
+                    .find_partition(&self.topic, *p)
+                    .is_some_and(|el| matches!(el.offset(), Offset::Offset(c) if c >= *next))
+            })
+            .collect())
     }
 
     pub fn commit(&self, partition: i32, next_offset: i64) -> Result<(), BusError> {

@@ -123,7 +123,10 @@ impl Consumer {
     pub fn committed_past(&self, offsets: &[(i32, i64)]) -> Result<bool, BusError> {
         match self {
             Consumer::Embedded(c) => Ok(c.lags().iter().all(|(_, lag)| *lag == 0)),
-            Consumer::Kafka(c) => c.committed_past(offsets),
+            Consumer::Kafka(c) => {
+                let next: Vec<(i32, i64)> = offsets.iter().map(|(p, o)| (*p, o + 1)).collect();
+                Ok(c.commits_stored(&next)?.into_iter().all(|stored| stored))
+            }
         }
     }
 
@@ -143,15 +146,14 @@ impl Consumer {
         }
     }
 
-    /// Whether a commit of `next_offset` for `partition` is confirmed by the bus (the embedded
-    /// bus commits synchronously: always).
-    pub fn commit_confirmed(&self, partition: i32, next_offset: i64) -> bool {
+    /// For each (partition, next offset) commit, whether the group coordinator holds it (or a
+    /// later one), blocking for Kafka. The embedded bus commits synchronously: always.
+    /// (rust-rdkafka does not call `ConsumerContext::commit_callback` for asynchronous manual
+    /// commits, fede1024/rust-rdkafka#856, so the coordinator is asked.)
+    pub fn commits_stored(&self, commits: &[(i32, i64)]) -> Result<Vec<bool>, BusError> {
         match self {
-            Consumer::Embedded(_) => true,
-            Consumer::Kafka(c) => c
-                .group
-                .confirmed(partition)
-                .is_some_and(|o| o >= next_offset),
+            Consumer::Embedded(_) => Ok(vec![true; commits.len()]),
+            Consumer::Kafka(c) => c.commits_stored(commits),
         }
     }
 

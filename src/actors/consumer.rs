@@ -521,6 +521,8 @@ impl Actor for ConsumerActor {
         self.paused = false;
         self.life.shared.metrics.consumer_paused.set(0);
         self.fetching = false;
+        // A restart drops the context's futures, a commit check under way among them.
+        self.confirming = false;
         Running::Stop
     }
 }

@@ -46,19 +46,18 @@ pub enum BusError {
 /// stored batches instead is wrong after a redelivery: a batch stored twice would stand in for
 /// one not consumed yet.)
 #[derive(Debug, Default)]
-pub struct ProducedOffsets(std::sync::Mutex<std::collections::BTreeMap<i32, i64>>);
+pub struct ProducedOffsets(parking_lot::Mutex<std::collections::BTreeMap<i32, i64>>);
 
 impl ProducedOffsets {
     pub fn record(&self, partition: i32, offset: i64) {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.0.lock();
         let o = m.entry(partition).or_insert(offset);
         *o = (*o).max(offset);
     }
 
     /// (partition, highest offset produced), by partition.
     pub fn snapshot(&self) -> Vec<(i32, i64)> {
-        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.iter().map(|(p, o)| (*p, *o)).collect()
+        self.0.lock().iter().map(|(p, o)| (*p, *o)).collect()
     }
 }
 

@@ -1,9 +1,9 @@
 //! Stage benchmarks of the frame pipeline on one core: H.264 decode (openh264), YUV→RGB, resize
 //! (fast_image_resize), JPEG encode and decode with each codec (libjpeg-turbo when installed, the
 //! built-in jpeg-encoder/zune-jpeg, and the `image` crate's encoder for comparison), the camera
-//! side's YUV→JPEG stage, the detector over a batch and the annotator's draw + encode, at
-//! 640×480 and 1280×720 (the process-side stages at 640×360, W1's output size). Input is the
-//! synthetic camera's scene, encoded once up front. Run: `cargo bench --bench media` (add
+//! side's YUV→JPEG stage, the detector over a batch, the drawing alone and the annotator's draw +
+//! encode, at 640×480 and 1280×720 (the process-side stages at 640×360, W1's output size). Input
+//! is the synthetic camera's scene, encoded once up front. Run: `cargo bench --bench media` (add
 //! `-- --quick` for a short run).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -236,6 +236,18 @@ fn process_side(c: &mut Criterion) {
         });
         let (dets, frames) = detector.detect_jpegs_keeping(&refs).unwrap();
         let annotator = Annotator::with_codec(codec).unwrap();
+        if matches!(codec, Codec::Rust) {
+            // The drawing alone (boxes and tags on the planes; no codec involved).
+            g.bench_function("draw", |b| {
+                b.iter(|| {
+                    for (f, d) in frames.iter().zip(&dets) {
+                        let mut planes = f.clone();
+                        annotator.draw_planes(&mut planes, d).unwrap();
+                        black_box(&planes);
+                    }
+                })
+            });
+        }
         g.bench_function(BenchmarkId::new("annotate", codec.name()), |b| {
             b.iter(|| {
                 for (f, d) in frames.iter().zip(&dets) {

@@ -57,6 +57,15 @@ pub enum AnnotateError {
     Encode(String),
 }
 
+thread_local! {
+    /// [`PlanesCanvas`]'s per-sample shares and their list, kept per thread (all zero between
+    /// drawings: every tag ends with a flush) so a frame's drawing neither allocates nor zeroes
+    /// a chroma plane's worth.
+    static SHARES: std::cell::RefCell<(Vec<f32>, Vec<usize>)> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new()))
+    };
+}
+
 /// Draws detections; holds the parsed font and the JPEG codec, cheap to clone (shared).
 #[derive(Clone)]
 pub struct Annotator {
@@ -137,8 +146,11 @@ fn mix(old: u8, ink: u8, weight: f32) -> u8 {
 /// `flush`, so four fully covered pixels move the sample all the way.
 struct PlanesCanvas<'a> {
     p: &'a mut Planes,
-    /// Chroma samples touched by blends since the last flush: index → share drawn.
-    pending: std::collections::HashMap<usize, f32>,
+    /// Share drawn per chroma sample by the blends since the last flush (dense over the chroma
+    /// plane, zero elsewhere; a hash map here took most of the text's drawing time).
+    shares: &'a mut [f32],
+    /// The samples given a share since the last flush (a sample may be listed twice).
+    pending: &'a mut Vec<usize>,
     /// The (Cb, Cr) those blends draw.
     pending_ink: [u8; 2],
 }
@@ -196,14 +208,20 @@ impl Canvas for PlanesCanvas<'_> {
         let (cx, cy) = (x / 2, y / 2);
         let share = coverage.clamp(0.0, 1.0) / self.block_pixels(cx, cy);
         let c = cy * self.p.chroma_size().0 + cx;
-        *self.pending.entry(c).or_insert(0.0) += share;
+        if self.shares[c] == 0.0 {
+            self.pending.push(c);
+        }
+        self.shares[c] += share;
     }
 
     fn flush(&mut self) {
         let [cb, cr] = self.pending_ink;
-        for (i, share) in self.pending.drain() {
-            self.p.cb[i] = mix(self.p.cb[i], cb, share);
-            self.p.cr[i] = mix(self.p.cr[i], cr, share);
+        for i in self.pending.drain(..) {
+            let share = std::mem::take(&mut self.shares[i]);
+            if share > 0.0 {
+                self.p.cb[i] = mix(self.p.cb[i], cb, share);
+                self.p.cr[i] = mix(self.p.cr[i], cr, share);
+            }
         }
     }
 }
@@ -276,12 +294,24 @@ impl Annotator {
                 got: planes.y.len() + planes.cb.len() + planes.cr.len(),
             });
         }
-        let mut canvas = PlanesCanvas {
-            p: planes,
-            pending: Default::default(),
-            pending_ink: [128, 128],
-        };
-        self.draw_on(&mut canvas, detections);
+        let (cw, ch) = planes.chroma_size();
+        SHARES.with_borrow_mut(|(shares, pending)| {
+            // All zero but for what a drawing that panicked left pending.
+            for i in pending.drain(..) {
+                shares[i] = 0.0;
+            }
+            if shares.len() < cw * ch {
+                shares.resize(cw * ch, 0.0);
+            }
+            let mut canvas = PlanesCanvas {
+                p: planes,
+                shares,
+                pending,
+                pending_ink: [128, 128],
+            };
+            self.draw_on(&mut canvas, detections);
+            canvas.flush();
+        });
         Ok(())
     }
 
@@ -699,5 +729,27 @@ mod tests {
             "inside {:?}",
             px(&rgb, w, 80, 80)
         );
+    }
+
+    /// The per-thread shares start every drawing at zero: the same detections on the same
+    /// planes give the same pixels whatever was drawn before on this thread (a larger frame,
+    /// other text), and text moves chroma as much as on a first drawing.
+    #[test]
+    fn planes_drawings_do_not_leak_into_each_other() {
+        let a = Annotator::new().unwrap();
+        let dets = [
+            det("red", [30.0, 60.0, 150.0, 150.0]),
+            det("person", [160.0, 90.0, 300.0, 200.0]),
+        ];
+        let fresh = Planes::from_rgb(320, 240, &grey(320, 240));
+        let mut first = fresh.clone();
+        a.draw_planes(&mut first, &dets).unwrap();
+        let mut big = Planes::from_rgb(640, 480, &grey(640, 480));
+        a.draw_planes(&mut big, &[det("blue", [10.0, 40.0, 600.0, 400.0])])
+            .unwrap();
+        let mut again = fresh.clone();
+        a.draw_planes(&mut again, &dets).unwrap();
+        assert_eq!(first, again);
+        assert_ne!(first.cb, fresh.cb, "the drawing moved chroma");
     }
 }

@@ -147,7 +147,8 @@ fn mix(old: u8, ink: u8, weight: f32) -> u8 {
 struct PlanesCanvas<'a> {
     p: &'a mut Planes,
     /// Share drawn per chroma sample by the blends since the last flush (dense over the chroma
-    /// plane, zero elsewhere; a hash map here took most of the text's drawing time).
+    /// plane, zero elsewhere; with a hash map here the drawing took 23–26 % longer, criterion
+    /// `process_batch_25x640x360/draw`).
     shares: &'a mut [f32],
     /// The samples given a share since the last flush (a sample may be listed twice).
     pending: &'a mut Vec<usize>,

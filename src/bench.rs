@@ -20,6 +20,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod idle;
 mod limits;
 pub use limits::StageLimits;
 
@@ -526,9 +527,12 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         o.cameras, o.width, o.height, o.fps, o.out_width, o.out_height, o.warmup, o.duration
     );
     std::thread::sleep(o.warmup);
+    let sys = Path::new("/sys");
+    let idle_a = idle::entries(sys);
     let a = sample(&m, &peers);
     std::thread::sleep(o.duration);
     let b = sample(&m, &peers);
+    let idle_b = idle::entries(sys);
     let (rss, rss_peak) = rss_mb();
     let peer_rss: Vec<(f64, f64)> = peers.iter().map(Peer::rss_mb).collect();
     d.shutdown();
@@ -602,6 +606,17 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         );
     }
     let machine_cores = ((b.cpu - a.cpu) + peers_cpu).as_secs_f64() / secs;
+    // How the vCPUs idled: on a virtual machine, halts cost the work that follows them (its
+    // caches are cold), so the CPU per frame depends on this host setting (idle.rs).
+    let idle_setup = idle::setup(sys);
+    let idle_rates = idle_a.zip(idle_b).map(|(x, y)| y.rates_since(&x, secs));
+    let cpu_idle = serde_json::json!({
+        "driver": idle_setup.driver,
+        "governor": idle_setup.governor,
+        "guest_halt_poll_ns": idle_setup.guest_halt_poll_ns,
+        "polls_per_s": idle_rates.map(|r| r.0),
+        "halts_per_s": idle_rates.map(|r| r.1),
+    });
     // The CPU per frame against the stage sum measured before and after the window (their mean).
     let limits_json = match (limits_before, limits_after) {
         (Some(before), Some(after)) => {
@@ -658,6 +673,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         "camera_phase": format!("{:?}", o.camera_phase).to_lowercase(),
         "peers": peer_report,
         "machine_cores_busy": machine_cores,
+        "cpu_idle": cpu_idle,
         "stage_limits_ms": limits_json,
     });
     println!("framewire bench (W1)");
@@ -743,6 +759,16 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         },
         o.camera_phase,
         std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "  CPU idle: driver {}, governor {}, guest halt polling {}; {} halts/s, {} polls/s over the window",
+        idle_setup.driver.as_deref().unwrap_or("none"),
+        idle_setup.governor.as_deref().unwrap_or("none"),
+        idle_setup
+            .guest_halt_poll_ns
+            .map_or("n/a".to_string(), |ns| format!("up to {} µs", ns / 1000)),
+        idle_rates.map_or("?".to_string(), |r| format!("{:.0}", r.1)),
+        idle_rates.map_or("?".to_string(), |r| format!("{:.0}", r.0)),
     );
     println!("{report}");
     // The process ends next: keep the peers up until then (they die with it, PR_SET_PDEATHSIG),

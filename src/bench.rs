@@ -606,8 +606,8 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         );
     }
     let machine_cores = ((b.cpu - a.cpu) + peers_cpu).as_secs_f64() / secs;
-    // How the vCPUs idled: on a virtual machine, halts cost the work that follows them (its
-    // caches are cold), so the CPU per frame depends on this host setting (idle.rs).
+    // How the vCPUs idled: on the test host (a VM) the CPU per frame depended on whether idle
+    // vCPUs halt at once or poll first (idle.rs), so the report says which this run had.
     let idle_setup = idle::setup(sys);
     let idle_rates = idle_a.zip(idle_b).map(|(x, y)| y.rates_since(&x, secs));
     let cpu_idle = serde_json::json!({
@@ -764,9 +764,7 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         "  CPU idle: driver {}, governor {}, guest halt polling {}; {} halts/s, {} polls/s over the window",
         idle_setup.driver.as_deref().unwrap_or("none"),
         idle_setup.governor.as_deref().unwrap_or("none"),
-        idle_setup
-            .guest_halt_poll_ns
-            .map_or("n/a".to_string(), |ns| format!("up to {} µs", ns / 1000)),
+        idle::describe_poll_limit(idle_setup.guest_halt_poll_ns),
         idle_rates.map_or("?".to_string(), |r| format!("{:.0}", r.1)),
         idle_rates.map_or("?".to_string(), |r| format!("{:.0}", r.0)),
     );

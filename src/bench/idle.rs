@@ -1,10 +1,9 @@
 //! How the host's CPUs idle, read from Linux's cpuidle sysfs: the idle driver and governor, the
 //! guest's halt-polling limit (the `haltpoll` governor of KVM guests), and how often the CPUs
-//! entered an idle state. On a virtual machine a vCPU that halts hands its physical core back to
-//! the hypervisor, and the work it resumes finds cold caches: on this project's test host W1's
-//! CPU per frame moved with the guest's halt polling by more than any code change of the
-//! optimisation pass (docs/performance.md, 2026-12-07), so W1 reports how the host was set up
-//! and how often its vCPUs halted during the window.
+//! entered an idle state. On a virtual machine a vCPU that halts exits to the hypervisor; on this
+//! project's test host W1's CPU per frame fell by 11–14 % when idle vCPUs polled before halting
+//! (docs/performance.md, 2026-12-07; why a halt costs the work after it was not measured), so W1
+//! reports how the host was set up and how often its vCPUs halted during the window.
 
 use std::path::Path;
 
@@ -13,7 +12,9 @@ use std::path::Path;
 pub struct Setup {
     pub driver: Option<String>,
     pub governor: Option<String>,
-    /// `haltpoll`'s `guest_halt_poll_ns`: how long an idle vCPU polls before it halts.
+    /// `haltpoll`'s `guest_halt_poll_ns`: how long an idle vCPU polls before it halts. Only
+    /// when the haltpoll governor is the one in use: a kernel with it built in has the parameter
+    /// whatever its driver and governor are, and then nothing polls.
     pub guest_halt_poll_ns: Option<u64>,
 }
 
@@ -47,14 +48,27 @@ fn read_trimmed(path: &Path) -> Option<String> {
 /// The setup under `sys` (`/sys` on a live host).
 pub fn setup(sys: &Path) -> Setup {
     let cpuidle = sys.join("devices/system/cpu/cpuidle");
+    let governor = read_trimmed(&cpuidle.join("current_governor"))
+        .or_else(|| read_trimmed(&cpuidle.join("current_governor_ro")));
+    let guest_halt_poll_ns = if governor.as_deref() == Some("haltpoll") {
+        read_trimmed(&sys.join("module/haltpoll/parameters/guest_halt_poll_ns"))
+            .and_then(|s| s.parse().ok())
+    } else {
+        None
+    };
     Setup {
         driver: read_trimmed(&cpuidle.join("current_driver")),
-        governor: read_trimmed(&cpuidle.join("current_governor"))
-            .or_else(|| read_trimmed(&cpuidle.join("current_governor_ro"))),
-        guest_halt_poll_ns: read_trimmed(
-            &sys.join("module/haltpoll/parameters/guest_halt_poll_ns"),
-        )
-        .and_then(|s| s.parse().ok()),
+        governor,
+        guest_halt_poll_ns,
+    }
+}
+
+/// The polling limit as the table shows it: `off`, or µs.
+pub fn describe_poll_limit(ns: Option<u64>) -> String {
+    match ns {
+        None => "n/a (not the haltpoll governor)".into(),
+        Some(0) => "off".into(),
+        Some(ns) => format!("up to {} µs", ns as f64 / 1000.0),
     }
 }
 
@@ -126,13 +140,12 @@ mod tests {
             write(root, &format!("{d}/state1/name"), "haltpoll idle\n");
             write(root, &format!("{d}/state1/usage"), &format!("{halt}\n"));
         }
-        // Not CPUs: their states must not be counted.
+        // Not a CPU: its states must not be counted.
         write(
             root,
             "devices/system/cpu/cpufreq/cpuidle/state0/usage",
             "99\n",
         );
-        write(root, "devices/system/cpu/cpuidle/state9/usage", "99\n");
     }
 
     #[test]
@@ -162,6 +175,29 @@ mod tests {
         assert_eq!(later.rates_since(&e, 2.0), (10.0, 250.0));
         // A counter that went backwards (a CPU taken offline) gives 0, not a wrap.
         assert_eq!(e.rates_since(&later, 2.0), (0.0, 0.0));
+    }
+
+    #[test]
+    fn the_polling_limit_counts_only_under_the_haltpoll_governor() {
+        let dir = tempfile::tempdir().unwrap();
+        guest(dir.path());
+        // A writable governor file wins over the read-only one; the parameter stays (the
+        // governor is built in) but nothing polls.
+        write(
+            dir.path(),
+            "devices/system/cpu/cpuidle/current_governor",
+            "menu\n",
+        );
+        let s = setup(dir.path());
+        assert_eq!(s.governor.as_deref(), Some("menu"));
+        assert_eq!(s.guest_halt_poll_ns, None);
+        assert_eq!(
+            describe_poll_limit(s.guest_halt_poll_ns),
+            "n/a (not the haltpoll governor)"
+        );
+        assert_eq!(describe_poll_limit(Some(0)), "off");
+        assert_eq!(describe_poll_limit(Some(200_000)), "up to 200 µs");
+        assert_eq!(describe_poll_limit(Some(2_500)), "up to 2.5 µs");
     }
 
     #[test]

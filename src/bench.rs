@@ -156,6 +156,8 @@ struct Sample {
     cameras_cpu: Duration,
     /// CPU time of each peer process, in `peers` order.
     peers_cpu: Vec<Duration>,
+    /// The host CPUs' idle-state entries so far (`None` without cpuidle).
+    idle: Option<idle::Entries>,
 }
 
 impl Sample {
@@ -190,6 +192,7 @@ fn sample(m: &Metrics, peers: &[Peer]) -> Sample {
         cpu: cpu_time(),
         cameras_cpu: camera_threads_cpu(),
         peers_cpu: peers.iter().map(Peer::cpu).collect(),
+        idle: idle::entries(Path::new("/sys")),
     }
 }
 
@@ -527,12 +530,9 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         o.cameras, o.width, o.height, o.fps, o.out_width, o.out_height, o.warmup, o.duration
     );
     std::thread::sleep(o.warmup);
-    let sys = Path::new("/sys");
-    let idle_a = idle::entries(sys);
     let a = sample(&m, &peers);
     std::thread::sleep(o.duration);
     let b = sample(&m, &peers);
-    let idle_b = idle::entries(sys);
     let (rss, rss_peak) = rss_mb();
     let peer_rss: Vec<(f64, f64)> = peers.iter().map(Peer::rss_mb).collect();
     d.shutdown();
@@ -608,14 +608,14 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
     let machine_cores = ((b.cpu - a.cpu) + peers_cpu).as_secs_f64() / secs;
     // How the vCPUs idled: on the test host (a VM) the CPU per frame depended on whether idle
     // vCPUs halt at once or poll first (idle.rs), so the report says which this run had.
-    let idle_setup = idle::setup(sys);
-    let idle_rates = idle_a.zip(idle_b).map(|(x, y)| y.rates_since(&x, secs));
+    let idle_setup = idle::setup(Path::new("/sys"));
+    let idle_rates = a.idle.zip(b.idle).map(|(x, y)| y.rates_since(&x, secs));
     let cpu_idle = serde_json::json!({
         "driver": idle_setup.driver,
         "governor": idle_setup.governor,
         "guest_halt_poll_ns": idle_setup.guest_halt_poll_ns,
-        "polls_per_s": idle_rates.map(|r| r.0),
-        "halts_per_s": idle_rates.map(|r| r.1),
+        "polls_per_s": idle_rates.map(|r| r.polls_per_s),
+        "halts_per_s": idle_rates.map(|r| r.halts_per_s),
     });
     // The CPU per frame against the stage sum measured before and after the window (their mean).
     let limits_json = match (limits_before, limits_after) {
@@ -765,8 +765,8 @@ pub fn run(o: &BenchOptions) -> anyhow::Result<serde_json::Value> {
         idle_setup.driver.as_deref().unwrap_or("none"),
         idle_setup.governor.as_deref().unwrap_or("none"),
         idle::describe_poll_limit(idle_setup.guest_halt_poll_ns),
-        idle_rates.map_or("?".to_string(), |r| format!("{:.0}", r.1)),
-        idle_rates.map_or("?".to_string(), |r| format!("{:.0}", r.0)),
+        idle_rates.map_or("?".to_string(), |r| format!("{:.0}", r.halts_per_s)),
+        idle_rates.map_or("?".to_string(), |r| format!("{:.0}", r.polls_per_s)),
     );
     println!("{report}");
     // The process ends next: keep the peers up until then (they die with it, PR_SET_PDEATHSIG),

@@ -27,14 +27,21 @@ pub struct Entries {
     pub halts: u64,
 }
 
+/// [`Entries`] per second over a window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rates {
+    pub polls_per_s: f64,
+    pub halts_per_s: f64,
+}
+
 impl Entries {
     /// Entries per second between `earlier` and `self`, `secs` apart.
-    pub fn rates_since(&self, earlier: &Entries, secs: f64) -> (f64, f64) {
+    pub fn rates_since(&self, earlier: &Entries, secs: f64) -> Rates {
         let per_s = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
-        (
-            per_s(self.polls.saturating_sub(earlier.polls)),
-            per_s(self.halts.saturating_sub(earlier.halts)),
-        )
+        Rates {
+            polls_per_s: per_s(self.polls.saturating_sub(earlier.polls)),
+            halts_per_s: per_s(self.halts.saturating_sub(earlier.halts)),
+        }
     }
 }
 
@@ -172,9 +179,21 @@ mod tests {
             polls: 32,
             halts: 3500,
         };
-        assert_eq!(later.rates_since(&e, 2.0), (10.0, 250.0));
+        assert_eq!(
+            later.rates_since(&e, 2.0),
+            Rates {
+                polls_per_s: 10.0,
+                halts_per_s: 250.0
+            }
+        );
         // A counter that went backwards (a CPU taken offline) gives 0, not a wrap.
-        assert_eq!(e.rates_since(&later, 2.0), (0.0, 0.0));
+        assert_eq!(
+            e.rates_since(&later, 2.0),
+            Rates {
+                polls_per_s: 0.0,
+                halts_per_s: 0.0
+            }
+        );
     }
 
     #[test]

@@ -150,7 +150,7 @@ struct PlanesCanvas<'a> {
     /// plane, zero elsewhere; with a hash map here the drawing took 23–26 % longer, criterion
     /// `process_batch_25x640x360/draw`).
     shares: &'a mut [f32],
-    /// The samples given a share since the last flush (a sample may be listed twice).
+    /// The samples given a share since the last flush, each once (listed when its share leaves 0).
     pending: &'a mut Vec<usize>,
     /// The (Cb, Cr) those blends draw.
     pending_ink: [u8; 2],
@@ -209,20 +209,20 @@ impl Canvas for PlanesCanvas<'_> {
         let (cx, cy) = (x / 2, y / 2);
         let share = coverage.clamp(0.0, 1.0) / self.block_pixels(cx, cy);
         let c = cy * self.p.chroma_size().0 + cx;
-        if self.shares[c] == 0.0 {
-            self.pending.push(c);
+        if share > 0.0 {
+            if self.shares[c] == 0.0 {
+                self.pending.push(c);
+            }
+            self.shares[c] += share;
         }
-        self.shares[c] += share;
     }
 
     fn flush(&mut self) {
         let [cb, cr] = self.pending_ink;
         for i in self.pending.drain(..) {
             let share = std::mem::take(&mut self.shares[i]);
-            if share > 0.0 {
-                self.p.cb[i] = mix(self.p.cb[i], cb, share);
-                self.p.cr[i] = mix(self.p.cr[i], cr, share);
-            }
+            self.p.cb[i] = mix(self.p.cb[i], cb, share);
+            self.p.cr[i] = mix(self.p.cr[i], cr, share);
         }
     }
 }
